@@ -1,0 +1,1 @@
+"""rtrec: real-time personalized recommendations."""

@@ -1,0 +1,65 @@
+"""The landing zone: raw files exactly as they arrived, read by dbt's sources.
+
+Layout under ``$RTREC_DATA_DIR/landing``: ``events/*.parquet`` (batch events), ``feedback/*.jsonl``
+(events accepted by the API), ``items.parquet``, ``users.parquet``, ``manifest.json``.
+Raw event columns are strings on purpose: a malformed timestamp must reach dbt's quarantine, not
+be lost at write time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_type", pa.string()),
+        ("ts", pa.string()),
+        ("value", pa.float64()),
+        ("request_id", pa.string()),
+    ]
+)
+
+ITEM_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("title", pa.string()),
+        ("category", pa.string()),
+        ("price", pa.float64()),
+        ("description", pa.string()),
+    ]
+)
+
+USER_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("segment", pa.string()),
+        ("age", pa.int32()),
+        ("gender", pa.string()),
+        ("occupation", pa.string()),
+    ]
+)
+
+
+def reset_batch_data(landing_dir: Path) -> None:
+    """Remove the previous data set's batch files; the API's feedback log is kept."""
+    shutil.rmtree(landing_dir / "events", ignore_errors=True)
+    for name in ("items.parquet", "users.parquet", "manifest.json", "oracle.json"):
+        (landing_dir / name).unlink(missing_ok=True)
+    (landing_dir / "events").mkdir(parents=True, exist_ok=True)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON through a temporary file so readers never see half a manifest."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,59 @@
+"""The one typed settings object. Every value can be overridden by an ``RTREC_*`` environment variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RTREC_", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="Root of everything a run creates.")
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store kind.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when online_store is redis.")
+    api_host: str = Field("127.0.0.1", description="Address `rtrec serve` binds.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
+    api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")
+    max_recent_items: int = Field(50, ge=1, le=1000, description="Length of a user's online recent-items state.")
+    schedule_cron: str = Field("0 2 * * *", description="When the nightly deployment runs.")
+    schedule_timezone: str = Field("UTC", description="Time zone of schedule_cron.")
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def events_dir(self) -> Path:
+        """Batch event files (generated or imported), one parquet file per chunk."""
+        return self.landing_dir / "events"
+
+    @property
+    def feedback_dir(self) -> Path:
+        """Feedback log that serving appends accepted events to."""
+        return self.landing_dir / "feedback"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
