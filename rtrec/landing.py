@@ -56,6 +56,16 @@ def reset_batch_data(landing_dir: Path) -> None:
     for name in ("items.parquet", "users.parquet", "manifest.json", "oracle.json"):
         (landing_dir / name).unlink(missing_ok=True)
     (landing_dir / "events").mkdir(parents=True, exist_ok=True)
+    prepare_for_dbt(landing_dir)
+
+
+def prepare_for_dbt(landing_dir: Path) -> None:
+    """What `dbt build` needs on disk besides the data: a feedback file (an empty first one keeps the
+    source's ``feedback/*.jsonl`` pattern from matching nothing) and the folder its marts go to."""
+    feedback = landing_dir / "feedback"
+    feedback.mkdir(parents=True, exist_ok=True)
+    (feedback / "0-init.jsonl").touch()
+    (landing_dir.parent / "marts").mkdir(exist_ok=True)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

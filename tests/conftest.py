@@ -3,6 +3,15 @@ import pytest
 from rtrec.settings import get_settings
 
 
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the whole session (it takes ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
     """A fresh RTREC_DATA_DIR for one test."""
@@ -10,3 +19,11 @@ def data_dir(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield tmp_path / "data"
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def movielens_100k(tmp_path_factory):
+    """MovieLens-100k from the recbole wheel, fetched once per session."""
+    from rtrec.movielens import fetch_sample
+
+    return fetch_sample("ml-100k", tmp_path_factory.mktemp("cache"))

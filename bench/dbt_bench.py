@@ -1,0 +1,55 @@
+"""`dbt build` time versus data size: a full build, then an incremental build after 10% more events.
+
+    python bench/dbt_bench.py [--events 1000000 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from flows.paths import DBT_PROJECT_DIR
+from rtrec.generate import ShopConfig, generate
+
+
+def dbt(data_dir: Path, *args: str) -> float:
+    env = {**os.environ, "RTREC_DATA_DIR": str(data_dir)}
+    cmd = [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    args = parser.parse_args()
+    table = Table("events", "full build s", "incremental build s (+10%)", "full / incremental", title="dbt build on DuckDB")
+    for events in args.events:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp)
+            generate(ShopConfig(users=max(1000, events // 100), items=10_000, events=events), data / "landing")
+            files = sorted((data / "landing" / "events").glob("*.parquet"))
+            whole = pq.read_table(files)
+            for f in files:
+                f.unlink()
+            cut = int(whole.num_rows / 1.1)
+            pq.write_table(whole.slice(0, cut), data / "landing" / "events" / "events-00000.parquet")
+            full = dbt(data, "build")
+            pq.write_table(whole.slice(cut), data / "landing" / "events" / "events-00001.parquet")
+            incremental = dbt(data, "build")
+        table.add_row(f"{events:,}", f"{full:.1f}", f"{incremental:.1f}", f"{full / incremental:.2f}")
+        Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Prefect flows that run dbt, Feast materialization and training."""
