@@ -84,6 +84,110 @@ def import_movielens(
     )
 
 
+def _registry():
+    from model.registry import Registry
+
+    return Registry(get_settings().models_dir)
+
+
+def _load_data():
+    from model.data import load_marts
+
+    try:
+        return load_marts(get_settings().data_dir / "marts")
+    except FileNotFoundError as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(2) from err
+
+
+@app.command()
+def train(
+    preset: Annotated[str, typer.Option(help="Model size: tiny, cpu, cpu-long, gpu-large.")] = "cpu",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+) -> None:
+    """Train on the marts, register the version, promote it if not worse than the current one."""
+    from model.lifecycle import train_and_register
+    from model.train import preset as named_preset
+
+    overrides = {"device": device, **({"epochs": epochs} if epochs else {})}
+    try:
+        model_cfg, train_cfg = named_preset(preset, **overrides)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    registry = _registry()
+    report = train_and_register(_load_data(), registry, model_cfg, train_cfg, checkpoint=registry.root / "checkpoint.pt")
+    table = Table("model", "val NDCG@10", "test NDCG@10", "test HR@10", title=f"trained {report.version} in {report.seconds:.0f} s")
+    table.add_row(f"new {report.version}", f"{report.metrics['validation_ndcg@10']:.4f}",
+                  f"{report.metrics['test_ndcg@10']:.4f}", f"{report.metrics['test_hr@10']:.4f}")  # fmt: skip
+    if report.current_metrics:
+        m = report.current_metrics
+        table.add_row(f"current {report.current_version}", f"{m['validation_ndcg@10']:.4f}", f"{m['test_ndcg@10']:.4f}", f"{m['test_hr@10']:.4f}")
+    console.print(table)
+    console.print("promoted to current" if report.promoted else "[yellow]not promoted[/yellow]: worse than the current model")
+
+
+@app.command()
+def evaluate(
+    split: Annotated[str, typer.Option(help="validation or test.")] = "test",
+    mask_history: Annotated[bool, typer.Option(help="Mask the items each user already has.")] = True,
+) -> None:
+    """Full-ranking evaluation of MostPop, EASE and the current model, beside the oracle ceiling."""
+    from model.report import evaluation_table
+
+    if split not in ("validation", "test"):
+        raise typer.BadParameter("split must be validation or test")
+    settings = get_settings()
+    rows = evaluation_table(_load_data(), _registry(), split, mask_history, settings.landing_dir / "oracle.json")
+    table = Table("model", "HR@10", "NDCG@10", "MRR@10", "coverage", "fit s", title=f"{split} split, full ranking, history {'masked' if mask_history else 'kept'}")
+    for row in rows:
+        fmt = lambda key: f"{row[key]:.4f}" if row.get(key) is not None else "-"  # noqa: E731
+        table.add_row(row["model"], fmt("hr@10"), fmt("ndcg@10"), fmt("mrr@10"), fmt("coverage"),
+                      f"{row['seconds']:.1f}" if row.get("seconds") is not None else "-")  # fmt: skip
+    console.print(table)
+
+
+model_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """Registered versions with their metrics; the current one is marked."""
+    table = Table("", "version", "val NDCG@10", "test NDCG@10", "test HR@10", "epochs")
+    for info in _registry().list():
+        m = info.metrics
+        table.add_row("*" if info.current else "", info.version, f"{m.get('validation_ndcg@10', 0):.4f}",
+                      f"{m.get('test_ndcg@10', 0):.4f}", f"{m.get('test_hr@10', 0):.4f}", str(m.get("epochs", "")))  # fmt: skip
+    console.print(table)
+
+
+@model_app.command("promote")
+def model_promote(version: str) -> None:
+    """Make VERSION current (serving picks it up without a restart)."""
+    from model.registry import RegistryError
+
+    try:
+        _registry().promote(version)
+    except RegistryError as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(2) from err
+    console.print(f"{version} is current")
+
+
+@model_app.command("rollback")
+def model_rollback() -> None:
+    """Make the previously current version current again."""
+    from model.registry import RegistryError
+
+    try:
+        version = _registry().rollback()
+    except RegistryError as err:
+        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(2) from err
+    console.print(f"rolled back: {version} is current")
+
+
 @app.command()
 def demo() -> None:
     """The main job on the embedded sample: generate data, then run what the project has so far."""

@@ -1,0 +1,1 @@
+"""The Transformer sequential recommender: data, network, training, evaluation, registry, inference."""

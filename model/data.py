@@ -1,0 +1,124 @@
+"""Sequences for training and evaluation, read from the dbt marts.
+
+A data set holds, per user, the time-ordered interactions (item index, event-type index) and the
+leave-last-out split from ``training_interactions``: the last interaction is the test target, the
+one before it the validation target. Index 0 is padding everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+PRICE_BUCKETS = 10
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The model's own mapping from ids to indices; saved with every model version."""
+
+    item_ids: list[str]  # position i holds the id of item index i + 1
+    item_category: list[int]  # category index per item index (0 = unknown), [0] is padding
+    item_price_bucket: list[int]
+    categories: list[str]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def item_index(self) -> dict[str, int]:
+        return {item: i + 1 for i, item in enumerate(self.item_ids)}
+
+    def to_dict(self) -> dict:
+        return {
+            "item_ids": self.item_ids,
+            "item_category": self.item_category,
+            "item_price_bucket": self.item_price_bucket,
+            "categories": self.categories,
+            "event_types": list(EVENT_TYPES),
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict) -> Vocabulary:
+        return cls(payload["item_ids"], payload["item_category"], payload["item_price_bucket"], payload["categories"])
+
+
+@dataclass
+class SequenceData:
+    vocab: Vocabulary
+    user_ids: list[str]
+    items: list[np.ndarray]  # per user: item indices in time order (all splits)
+    events: list[np.ndarray]  # per user: event-type indices (1-based), aligned with items
+    has_holdout: np.ndarray  # [U] bool: user has validation and test targets
+
+    def holdout(self, split: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """(users, input items, input event types, targets) for the users evaluated on `split`."""
+        cut = {"validation": 2, "test": 1}[split]
+        users = np.flatnonzero(self.has_holdout)
+        inputs = [self.items[u][:-cut] for u in users]
+        events = [self.events[u][:-cut] for u in users]
+        targets = np.array([self.items[u][-cut] for u in users], dtype=np.int64)
+        return users, inputs, events, targets
+
+
+def build_vocabulary(item_ids: list[str], item_features: pd.DataFrame | None) -> Vocabulary:
+    """Index the items; category and a price decile come from item_features when present."""
+    features = (
+        item_features.set_index("item_id").reindex(item_ids)
+        if item_features is not None
+        else pd.DataFrame(index=item_ids, columns=["category", "price"])
+    )
+    categories = sorted(c for c in features["category"].dropna().unique())
+    cat_index = {c: i + 1 for i, c in enumerate(categories)}
+    category = [0] + [cat_index.get(c, 0) for c in features["category"]]
+    price = pd.to_numeric(features["price"], errors="coerce")
+    buckets = np.zeros(len(item_ids), dtype=np.int64)
+    if price.notna().any():
+        edges = np.nanquantile(price, np.linspace(0, 1, PRICE_BUCKETS + 1)[1:-1])
+        buckets = np.where(price.isna(), 0, np.searchsorted(edges, price.fillna(0)) + 1)
+    return Vocabulary(list(item_ids), category, [0] + [int(b) for b in buckets], categories)
+
+
+def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData:
+    """frame: user_id, item_id, event_type, position, split (the training_interactions mart)."""
+    index = vocab.item_index()
+    event_index = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
+    frame = frame.sort_values(["user_id", "position"], kind="stable")
+    item_idx = frame["item_id"].map(index).fillna(0).to_numpy(np.int64)
+    event_idx = frame["event_type"].map(event_index).fillna(0).to_numpy(np.int64)
+    users, starts = np.unique(frame["user_id"].to_numpy(), return_index=True)
+    bounds = list(starts[1:]) + [len(frame)]
+    held = frame.groupby("user_id", sort=True)["split"].agg(lambda s: (s == "test").any())
+    return SequenceData(
+        vocab=vocab,
+        user_ids=[str(u) for u in users],
+        items=[item_idx[a:b] for a, b in zip(starts, bounds)],
+        events=[event_idx[a:b] for a, b in zip(starts, bounds)],
+        has_holdout=held.reindex(users).to_numpy(bool),
+    )
+
+
+def load_marts(marts_dir: Path) -> SequenceData:
+    """Read training_interactions and item_features written by `dbt build`."""
+    path = marts_dir / "training_interactions.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the etl flow (dbt build) first")
+    frame = pd.read_parquet(path, columns=["user_id", "item_id", "event_type", "position", "split"])
+    features_path = marts_dir / "item_features.parquet"
+    features = pd.read_parquet(features_path, columns=["item_id", "category", "price"]) if features_path.exists() else None
+    item_ids = sorted(frame["item_id"].unique(), key=lambda s: (len(s), s))
+    return sequences_from_frame(frame, build_vocabulary(item_ids, features))
+
+
+def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """[B, length] with each sequence's last `length` values right-aligned, 0 before them."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail) :] = tail
+    return out

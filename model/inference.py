@@ -1,0 +1,82 @@
+"""Inference for serving: recent (item_id, event_type) pairs in, top-k (item_id, score) out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.data import EVENT_TYPES, PRICE_BUCKETS, Vocabulary, pad_left
+from model.sasrec import ModelConfig, SASRec
+
+EVENT_INDEX = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
+
+
+@dataclass
+class Recommender:
+    model: SASRec
+    vocab: Vocabulary
+    version: str
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        self.index = self.vocab.item_index()
+        self.ids = np.array(["", *self.vocab.item_ids], dtype=object)
+        with torch.inference_mode():
+            self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
+
+    @classmethod
+    def load(cls, version_dir: Path) -> Recommender:
+        config = json.loads((version_dir / "config.json").read_text())
+        vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
+        model = SASRec(
+            ModelConfig(**config["model"]), vocab.n_items, len(vocab.categories), vocab.item_category,
+            vocab.item_price_bucket, n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS,
+        )  # fmt: skip
+        model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
+        return cls(model, vocab, version_dir.name)
+
+    def encode_history(self, history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Item and event-type indices of the known items in `history` (unknown ids are skipped)."""
+        pairs = [(self.index[i], EVENT_INDEX.get(e, 0)) for i, e in history if i in self.index]
+        pairs = pairs[-self.model.cfg.max_len :]
+        items = np.array([p[0] for p in pairs], dtype=np.int64)
+        return items, np.array([p[1] for p in pairs], dtype=np.int64)
+
+    @torch.inference_mode()
+    def scores(self, items: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
+        """[B, V + 1] scores after each (index-encoded) history; padding column included."""
+        width = max(1, max((len(s) for s in items), default=1))
+        x = torch.from_numpy(pad_left(items, width))
+        e = torch.from_numpy(pad_left(events, width))
+        return self.model.encode(x, e, self.table)[:, -1] @ self.table.T
+
+    @torch.inference_mode()
+    def recommend_batch(
+        self, histories: Sequence[Sequence[tuple[str, str]]], k: int = 10, excludes: Sequence[Iterable[str]] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        encoded = [self.encode_history(h) for h in histories]
+        known = [i for i, (items, _) in enumerate(encoded) if len(items)]
+        out: list[list[tuple[str, float]]] = [[] for _ in histories]
+        if not known:
+            return out  # nothing known about these users: the caller's cold-start path answers
+        scores = self.scores([encoded[i][0] for i in known], [encoded[i][1] for i in known])
+        scores[:, 0] = float("-inf")
+        for row, i in enumerate(known):
+            banned = [self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index]
+            if banned:
+                scores[row, banned] = float("-inf")
+        top = scores.topk(min(k, self.vocab.n_items), dim=1)
+        for row, i in enumerate(known):
+            values, indices = top.values[row].tolist(), top.indices[row].tolist()
+            out[i] = [(self.ids[j], v) for j, v in zip(indices, values) if v != float("-inf")]
+        return out
+
+    def recommend(
+        self, history: Sequence[tuple[str, str]], k: int = 10, exclude: Iterable[str] = ()
+    ) -> list[tuple[str, float]]:
+        return self.recommend_batch([history], k, [exclude])[0]

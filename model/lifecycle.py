@@ -1,0 +1,86 @@
+"""Train -> evaluate -> register -> promote if not worse: what the CLI and the nightly flow run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.data import SequenceData
+from model.evaluate import Scorer, evaluate
+from model.inference import Recommender
+from model.registry import Registry, not_worse
+from model.sasrec import ModelConfig
+from model.train import TrainConfig, TrainResult, dump_json, sasrec_scorer, save_curve, train
+
+
+def recommender_scorer(recommender: Recommender, data: SequenceData) -> Scorer:
+    """Score `data`'s items with a registered model that has its own vocabulary: items the model
+    never saw score -inf, items it knows are mapped across."""
+    to_model = np.array([0] + [recommender.index.get(i, 0) for i in data.vocab.item_ids])
+    known = torch.from_numpy(to_model > 0)
+    gather = torch.from_numpy(to_model)
+
+    def score(inputs: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
+        mapped = [to_model[s] for s in inputs]
+        kept = [m > 0 for m in mapped]
+        model_scores = recommender.scores([m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)])
+        scores = model_scores[:, gather]  # [B, V_data + 1]
+        return scores.masked_fill(~known, float("-inf"))
+
+    return score
+
+
+@dataclass
+class TrainReport:
+    version: str
+    metrics: dict  # the new model: validation and test
+    current_version: str | None
+    current_metrics: dict | None  # the model that was current, on the same data
+    promoted: bool
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def save_version(registry: Registry, result: TrainResult, data: SequenceData, model_cfg: ModelConfig,
+                 train_cfg: TrainConfig, metrics: dict) -> str:  # fmt: skip
+    def write(directory: Path) -> None:
+        torch.save(result.model.state_dict(), directory / "weights.pt")
+        dump_json({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device}, directory / "config.json")
+        dump_json(data.vocab.to_dict(), directory / "vocab.json")
+        dump_json(metrics, directory / "metrics.json")
+        (directory / "history.json").write_text(json.dumps(result.history))
+        save_curve(result.history, directory / "curve.png")
+
+    return registry.create(write)
+
+
+def evaluate_both_splits(scorer: Scorer, data: SequenceData) -> dict:
+    return {f"{split}_{k}": v for split in ("validation", "test") for k, v in evaluate(scorer, data, split).items()}
+
+
+def train_and_register(
+    data: SequenceData, registry: Registry, model_cfg: ModelConfig, train_cfg: TrainConfig,
+    checkpoint: Path | None = None, progress: bool = True,
+) -> TrainReport:  # fmt: skip
+    """Train a model, register it, and make it current if its validation NDCG@10 is not worse than
+    the current model's on the same data. A failure anywhere leaves the current model untouched."""
+    result = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=progress)
+    model = result.model.to("cpu")
+    metrics = evaluate_both_splits(sasrec_scorer(model, torch.device("cpu")), data)
+    metrics["train_seconds"] = result.seconds
+    metrics["epochs"] = len(result.history)
+    current = registry.current()
+    current_metrics = None
+    if current is not None:
+        current_metrics = evaluate_both_splits(recommender_scorer(Recommender.load(registry.path(current)), data), data)
+    version = save_version(registry, result, data, model_cfg, train_cfg, metrics)
+    promoted = not_worse(metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None)
+    if promoted:
+        registry.promote(version, reason="validation NDCG@10 not worse than the current model's")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return TrainReport(version, metrics, current, current_metrics, promoted, result.seconds, result.history)

@@ -1,0 +1,116 @@
+"""Model registry on the file system.
+
+``versions/<id>/`` holds one trained model: ``weights.pt``, ``config.json``, ``vocab.json`` (its own
+item vocabulary), ``metrics.json``, ``history.json`` and ``curve.png``. A version directory is
+written under a temporary name and renamed, so it is complete or absent. ``CURRENT`` names the
+serving version and is replaced atomically; ``promotions.jsonl`` logs every switch, and replaying
+it gives the stack that ``rollback`` walks back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+class RegistryError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: str
+    path: Path
+    metrics: dict
+    current: bool
+
+
+class Registry:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.versions = root / "versions"
+        self.pointer = root / "CURRENT"
+        self.log = root / "promotions.jsonl"
+
+    def create(self, write) -> str:
+        """Make a new version: `write(directory)` fills a temporary directory that is then renamed."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        version = datetime.now(timezone.utc).strftime("v%Y%m%d-%H%M%S-%f")
+        staging = self.versions / f".{version}.partial"
+        staging.mkdir()
+        try:
+            write(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        staging.rename(self.versions / version)
+        return version
+
+    def path(self, version: str) -> Path:
+        path = self.versions / version
+        if not path.is_dir():
+            raise RegistryError(f"no model version {version!r} in {self.versions}")
+        return path
+
+    def current(self) -> str | None:
+        try:
+            return self.pointer.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def metrics(self, version: str) -> dict:
+        return json.loads((self.path(version) / "metrics.json").read_text())
+
+    def list(self) -> list[VersionInfo]:
+        if not self.versions.is_dir():
+            return []
+        current = self.current()
+        return [
+            VersionInfo(p.name, p, self.metrics(p.name), p.name == current)
+            for p in sorted(self.versions.iterdir())
+            if p.is_dir() and not p.name.startswith(".")
+        ]
+
+    def promote(self, version: str, reason: str = "manual") -> None:
+        self.path(version)
+        self._switch(version, {"action": "promote", "version": version, "reason": reason})
+
+    def rollback(self) -> str:
+        """Make the version that was current before the current one current again."""
+        stack = self._stack()
+        if len(stack) < 2:
+            raise RegistryError("nothing to roll back to: fewer than two promotions on record")
+        previous = stack[-2]
+        self._switch(previous, {"action": "rollback", "version": previous, "from": stack[-1]})
+        return previous
+
+    def _stack(self) -> list[str]:
+        stack: list[str] = []
+        if self.log.exists():
+            for line in self.log.read_text().splitlines():
+                entry = json.loads(line)
+                if entry["action"] == "promote":
+                    stack.append(entry["version"])
+                elif stack:
+                    stack.pop()
+        return stack
+
+    def _switch(self, version: str, entry: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry["at"] = datetime.now(timezone.utc).isoformat()
+        with self.log.open("a") as log:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+        tmp = self.pointer.with_name(f".CURRENT.{os.getpid()}")
+        tmp.write_text(version + "\n")
+        os.replace(tmp, self.pointer)  # readers see the old name or the new one, never half of one
+
+
+def not_worse(candidate: float, current: float | None) -> bool:
+    """The promotion gate: a candidate replaces the current model only if it is at least as good."""
+    return current is None or candidate >= current

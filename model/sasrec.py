@@ -1,0 +1,131 @@
+"""A causal self-attention sequential recommender (SASRec family).
+
+Input tokens add an item representation (its id, category and price-bucket embeddings), the
+event type of the interaction and a position counted from the newest token. Pre-LayerNorm blocks
+with causal attention; padding is on the left and never attended to. Scores are dot products
+with the same item representations, so side features also reach items seen rarely.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    max_len: int = 50
+    dim: int = 64
+    layers: int = 2
+    heads: int = 2
+    ff_mult: int = 4
+    dropout: float = 0.2
+    side_features: bool = True
+    event_types: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(cfg.dim)
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.norm2 = nn.LayerNorm(cfg.dim)
+        self.ff = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ff_mult * cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.ff_mult * cfg.dim, cfg.dim),
+        )  # fmt: skip
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape  # [B, N, D]
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # no dropout on the [B, H, N, N] attention weights: on CPU drawing that mask costs a third of a step
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, N, D/H]
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, n, d)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class SASRec(nn.Module):
+    def __init__(
+        self, cfg: ModelConfig, n_items: int, n_categories: int, item_category: list[int], item_price_bucket: list[int],
+        n_event_types: int, n_price_buckets: int,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.cfg = cfg
+        self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
+        self.category = nn.Embedding(n_categories + 1, cfg.dim, padding_idx=0)
+        self.price = nn.Embedding(n_price_buckets + 1, cfg.dim, padding_idx=0)
+        self.event = nn.Embedding(n_event_types + 1, cfg.dim, padding_idx=0)
+        self.position = nn.Embedding(cfg.max_len + 1, cfg.dim, padding_idx=0)
+        self.register_buffer("item_category", torch.tensor(item_category, dtype=torch.long), persistent=False)
+        self.register_buffer("item_price_bucket", torch.tensor(item_price_bucket, dtype=torch.long), persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        torch._assert(len(item_category) == n_items + 1, "item_category covers padding + every item")
+        nn.init.normal_(self.item.weight, std=cfg.dim**-0.5)
+        for emb in (self.category, self.price, self.event, self.position):
+            nn.init.normal_(emb.weight, std=0.02)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+
+    def item_table(self) -> torch.Tensor:
+        """[V + 1, D] representation of every item, row 0 padding."""
+        table = self.item.weight
+        if self.cfg.side_features:
+            table = table + self.category(self.item_category) + self.price(self.item_price_bucket)
+        return table
+
+    def encode(self, items: torch.Tensor, events: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """items, events: [B, N] left-padded. Returns [B, N, D] states; state t has seen tokens <= t."""
+        b, n = items.shape
+        table = self.item_table() if table is None else table
+        real = items > 0  # [B, N]
+        # position 1 is the newest token: recency means the same at every sequence length
+        position = (real.flip(1).cumsum(1).flip(1)) * real  # [B, N]
+        x = table[items] * math.sqrt(self.cfg.dim) + self.position(position)
+        if self.cfg.event_types:
+            x = x + self.event(events)
+        x = self.drop(x * real.unsqueeze(-1))
+        causal = torch.ones(n, n, dtype=torch.bool, device=items.device).tril()
+        # a token attends to earlier real tokens and always to itself (so padding rows stay finite)
+        allowed = (causal & real[:, None, :]) | torch.eye(n, dtype=torch.bool, device=items.device)
+        allowed = allowed.unsqueeze(1)  # [B, 1, N, N]
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x)
+
+    def scores(self, items: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
+        """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding)."""
+        table = self.item_table()
+        last = self.encode(items, events, table)[:, -1]  # [B, D]
+        return last @ table.T
+
+    def loss(self, items: torch.Tensor, events: torch.Tensor, targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        """Cross-entropy of the next item at every position (targets [B, N], 0 where none).
+
+        negatives = 0: softmax over the whole catalog. Otherwise a sampled softmax over the positive
+        and `negatives` uniformly drawn items shared by the batch, accidental hits masked."""
+        table = self.item_table()
+        states = self.encode(items, events, table)
+        keep = targets > 0
+        h, y = states[keep], targets[keep]  # [T, D], [T]
+        if negatives <= 0:
+            logits = h @ table.T  # [T, V + 1]
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, y)
+        sampled = torch.randint(1, table.shape[0], (negatives,), device=h.device)  # [K]
+        pos = (h * table[y]).sum(-1, keepdim=True)  # [T, 1]
+        neg = h @ table[sampled].T  # [T, K]
+        neg = neg.masked_fill(sampled[None, :] == y[:, None], float("-inf"))
+        logits = torch.cat([pos, neg], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))

@@ -1,0 +1,151 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from model.baselines import most_popular, tuned_ease
+from model.data import pad_left
+from model.evaluate import evaluate
+from model.metrics import mask_items, rank_metrics, ranks
+from model.sasrec import ModelConfig, SASRec
+from model.train import TrainConfig, build_model, preset, sasrec_scorer, train, training_windows
+from tests.model_fixtures import cyclic_data
+
+
+def tiny_model(max_len=8, dropout=0.0):
+    cfg = ModelConfig(max_len=max_len, dim=16, layers=2, heads=2, dropout=dropout)
+    return SASRec(cfg, n_items=10, n_categories=2, item_category=[0] + [1, 2] * 5, item_price_bucket=[0] + [1] * 10,
+                  n_event_types=5, n_price_buckets=10).eval()  # fmt: skip
+
+
+def test_no_position_sees_a_later_one():
+    torch.manual_seed(0)
+    model = tiny_model()
+    items = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+    events = torch.ones_like(items) * (items > 0)
+    base = model.encode(items, events)
+    for t in range(2, 8):
+        changed = items.clone()
+        changed[0, t] = 1 + (changed[0, t] % 10)
+        out = model.encode(changed, events)
+        torch.testing.assert_close(out[:, :t], base[:, :t])  # everything before t is untouched
+        assert not torch.allclose(out[:, t], base[:, t])  # t itself does change
+
+
+def test_padding_is_never_attended_to():
+    torch.manual_seed(0)
+    model = tiny_model()
+    short = model.encode(torch.tensor([[3, 4, 5]]), torch.tensor([[1, 1, 1]]))
+    padded = model.encode(torch.tensor([[0, 0, 0, 3, 4, 5]]), torch.tensor([[0, 0, 0, 1, 1, 1]]))
+    torch.testing.assert_close(padded[:, 3:], short)
+    assert torch.isfinite(padded).all()
+
+
+def test_full_softmax_loss_is_cross_entropy_over_the_catalog_at_every_position():
+    torch.manual_seed(0)
+    model = tiny_model()
+    items, events = torch.tensor([[0, 3, 4, 5]]), torch.tensor([[0, 1, 1, 1]])
+    targets = torch.tensor([[0, 4, 5, 6]])
+    states = model.encode(items, events)[0, 1:]  # the three positions with a target
+    logits = states @ model.item_table().T
+    expected = -torch.log_softmax(logits[:, 1:], dim=1)[torch.arange(3), targets[0, 1:] - 1].mean()
+    torch.testing.assert_close(model.loss(items, events, targets), expected)
+
+
+def test_sampled_softmax_masks_accidental_hits():
+    torch.manual_seed(0)
+    model = tiny_model()
+    items, events, targets = torch.tensor([[3, 4]]), torch.tensor([[1, 1]]), torch.tensor([[4, 5]])
+    # with every catalog item drawn many times, the positives are drawn too; masked, the loss stays
+    # the softmax over positive + real negatives, so it is finite and positive
+    loss = model.loss(items, events, targets, negatives=200)
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_ties_count_against_the_target():
+    assert ranks(torch.zeros(1, 5), torch.tensor([3])).item() == 5
+
+
+def test_ranks_and_metrics_by_hand():
+    scores = torch.tensor([[0.0, 0.9, 0.5, 0.7], [0.0, 0.1, 0.2, 0.3]])
+    rank = ranks(scores, torch.tensor([2, 3])).numpy()
+    assert rank.tolist() == [3, 1]
+    got = rank_metrics(rank, k=2)
+    assert got == pytest.approx({"hr@2": 0.5, "ndcg@2": 0.5, "mrr@2": 0.5})
+    got = rank_metrics(rank, k=3)
+    assert got == pytest.approx({"hr@3": 1.0, "ndcg@3": (0.5 + 1) / 2, "mrr@3": (1 / 3 + 1) / 2})
+
+
+def test_masking_removes_history_and_padding_from_the_ranking():
+    scores = torch.tensor([[5.0, 0.9, 0.5, 0.7]])
+    masked = mask_items(scores, [np.array([1])])
+    assert masked[0, 0] == float("-inf") and masked[0, 1] == float("-inf")
+    assert ranks(masked, torch.tensor([2])).item() == 2  # only item 3 (0.7) is ahead of item 2
+
+
+def test_history_masking_is_configurable_in_the_harness():
+    data = cyclic_data(items=5)  # users revisit items, so targets are among their history
+    # a scorer that puts the user's own items first: good unmasked, useless once they are masked
+    def history_first(inputs, events):
+        scores = torch.zeros(len(inputs), data.vocab.n_items + 1)
+        for row, seq in enumerate(inputs):
+            scores[row, torch.from_numpy(seq)] = 1.0
+        return scores
+    assert evaluate(history_first, data, mask_history=False)["hr@10"] == 1.0
+    assert evaluate(history_first, data, mask_history=True)["hr@10"] == 0.0
+
+
+def test_training_windows_hold_out_validation_and_test():
+    data = cyclic_data(users=3, length=12)
+    inputs, _, targets = training_windows(data, max_len=20)
+    for u in range(3):
+        seq = data.items[u]
+        assert targets[u][targets[u] > 0].tolist() == seq[1:-2].tolist()  # never the last two
+        assert inputs[u][inputs[u] > 0].tolist() == seq[:-3].tolist()
+
+
+def test_long_histories_are_cut_into_windows_so_every_interaction_is_a_target():
+    data = cyclic_data(users=1, length=25)
+    inputs, _, targets = training_windows(data, max_len=5)
+    trained = sorted(t for row in targets for t in row if t > 0)
+    assert trained == sorted(data.items[0][1:-2].tolist())
+    assert len(training_windows(data, max_len=5, all_windows=False)[0]) == 1
+
+
+def test_model_learns_a_sequential_pattern_popularity_cannot_see():
+    data = cyclic_data(users=120, items=60, length=12)
+    model_cfg, train_cfg = preset("tiny", epochs=30, patience=30, lr=5e-3)
+    result = train(data, model_cfg, train_cfg, progress=False)
+    ours = evaluate(sasrec_scorer(result.model, torch.device("cpu")), data)
+    pop = evaluate(most_popular(data, "test"), data)
+    assert ours["ndcg@10"] > 0.8
+    assert pop["ndcg@10"] < 0.3
+    # EASE has no notion of order: it should do worse than the sequence model here
+    ease, _ = tuned_ease(data, "test")
+    assert evaluate(ease, data)["ndcg@10"] < ours["ndcg@10"]
+
+
+def test_training_is_deterministic_on_cpu_for_a_seed():
+    data = cyclic_data()
+    model_cfg, train_cfg = preset("tiny", epochs=3)
+    a = train(data, model_cfg, train_cfg, progress=False)
+    b = train(data, model_cfg, train_cfg, progress=False)
+    for key, value in a.model.state_dict().items():
+        torch.testing.assert_close(value, b.model.state_dict()[key], rtol=0, atol=0)
+    assert a.history == b.history or [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    data = cyclic_data()
+    model_cfg, train_cfg = preset("tiny", epochs=4, patience=10)
+    straight = train(data, model_cfg, train_cfg, progress=False)
+    checkpoint = tmp_path / "ckpt.pt"
+    train(data, model_cfg, replace(train_cfg, epochs=2), checkpoint=checkpoint, progress=False)
+    resumed = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history])
+
+
+def test_pad_left_right_aligns_and_truncates_from_the_start():
+    assert pad_left([np.array([1, 2, 3]), np.array([4])], 2).tolist() == [[2, 3], [0, 4]]
