@@ -1,0 +1,48 @@
+"""Opening rtrec's Feast store from the settings, and registering its definitions."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from feast import FeatureStore
+
+from rtrec.settings import Settings
+
+FEATURE_REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+
+
+def feast_redis_connection(redis_url: str) -> str:
+    """redis://host:port/db -> Feast's 'host:port,db=N' (with the password when the URL has one)."""
+    url = urlparse(redis_url)
+    if url.scheme not in ("redis", "rediss") or not url.hostname:
+        raise ValueError(f"redis_url must look like redis://host:port/db, got {redis_url!r}")
+    parts = [f"{url.hostname}:{url.port or 6379}", f"db={(url.path or '/0').lstrip('/') or 0}"]
+    if url.password:
+        parts.append(f"password={url.password}")
+    if url.scheme == "rediss":
+        parts.append("ssl=true")
+    return ",".join(parts)
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """The Feast store of feature_repo/, on the online store the settings name."""
+    # feature_store.yaml reads these through environment-variable substitution
+    os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
+    os.environ["RTREC_FEAST_REDIS"] = feast_redis_connection(settings.redis_url)
+    (settings.feast_dir).mkdir(parents=True, exist_ok=True)
+    yaml = "feature_store.redis.yaml" if settings.online_store == "redis" else "feature_store.yaml"
+    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=FEATURE_REPO_DIR / yaml)
+
+
+def definitions() -> list:
+    """Every Feast object defined in feature_repo/features.py."""
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+
+    spec = importlib.util.spec_from_file_location("rtrec_feature_definitions", FEATURE_REPO_DIR / "features.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    kinds = (Entity, FeatureView, FeatureService, FileSource, PushSource)
+    return [value for value in vars(module).values() if isinstance(value, kinds)]
