@@ -50,7 +50,7 @@ class Recommender:
     @torch.inference_mode()
     def scores(self, items: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
         """[B, V + 1] scores after each (index-encoded) history; padding column included."""
-        width = max(1, max((len(s) for s in items), default=1))
+        width = min(self.model.cfg.max_len, max(1, max((len(s) for s in items), default=1)))
         x = torch.from_numpy(pad_left(items, width))
         e = torch.from_numpy(pad_left(events, width))
         return self.model.encode(x, e, self.table)[:, -1] @ self.table.T

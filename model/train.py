@@ -164,6 +164,7 @@ def train(
             stale += 1
         bar.set_postfix(loss=f"{record['loss']:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{result.best['val_ndcg@10']:.4f}")
         if checkpoint is not None:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
                      "history": result.history, "best": result.best, "best_state": best_state, "epoch": epoch, "stale": stale}  # fmt: skip
             torch.save(state, checkpoint.with_suffix(".tmp"))

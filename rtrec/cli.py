@@ -189,6 +189,48 @@ def model_rollback() -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Bind address (default: RTREC_API_HOST).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port (default: RTREC_API_PORT).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import os
+    import shutil
+
+    import uvicorn
+
+    settings = get_settings()
+    if workers > 1:  # Prometheus counters are summed over the worker processes from files here
+        metrics_dir = settings.data_dir / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    uvicorn.run("serving.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
+                workers=workers, log_level="warning")  # fmt: skip
+
+
+@app.command()
+def recommend(user_id: str, k: Annotated[int, typer.Option(min=1, max=100)] = 10) -> None:
+    """Recommendations for USER_ID, computed in-process exactly as the API computes them."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    with TestClient(create_app()) as client:
+        reply = client.get(f"/v1/recommendations/{user_id}", params={"k": k})
+    if reply.status_code != 200:
+        console.print(f"[red]error:[/red] {reply.json()}", soft_wrap=True)
+        raise typer.Exit(2)
+    body = reply.json()
+    title = f"{user_id}: model {body['model_version']}" + (" (cold start)" if body["cold_start"] else "")
+    table = Table("rank", "item", "score", title=title)
+    for rank, item in enumerate(body["items"], 1):
+        table.add_row(str(rank), item["item_id"], f"{item['score']:.3f}")
+    console.print(table)
+
+
+@app.command()
 def demo() -> None:
     """The main job on the embedded sample: generate data, then run what the project has so far."""
     from flows.etl import etl

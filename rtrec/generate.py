@@ -56,6 +56,7 @@ class ShopConfig:
     p_next: float = 0.45
     p_taste: float = 0.35
     successors: int = 8
+    successor_same_category: float = 0.8
     drift: float = 0.15
     taste_concentration: float = 0.3
     mean_session_length: float = 4.0
@@ -108,7 +109,12 @@ def build_shop(cfg: ShopConfig, rng: np.random.Generator) -> Shop:
     cat_cdf = category[cat_order] + np.concatenate(
         [np.cumsum(pop_in_category[cat_order][category[cat_order] == k]) for k in range(c)]
     )
-    successors = (np.arange(m)[:, None] + rng.integers(1, m, (m, cfg.successors))) % m
+    # successors mostly stay in the item's category, as "viewed next" does in real shops
+    size = np.bincount(category, minlength=c)
+    first = np.concatenate([[0], np.cumsum(size)[:-1]])
+    same = cat_order[first[category][:, None] + (rng.random((m, cfg.successors)) * size[category][:, None]).astype(np.int64)]
+    anywhere = (np.arange(m)[:, None] + rng.integers(1, m, (m, cfg.successors))) % m
+    successors = np.where(rng.random((m, cfg.successors)) < cfg.successor_same_category, same, anywhere)
     quality = rng.beta(2.0, 5.0, m)
     activity = rng.lognormal(0.0, 1.0, cfg.users)
     return Shop(

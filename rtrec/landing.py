@@ -61,10 +61,12 @@ def reset_batch_data(landing_dir: Path) -> None:
 
 def prepare_for_dbt(landing_dir: Path) -> None:
     """What `dbt build` needs on disk besides the data: a feedback file (an empty first one keeps the
-    source's ``feedback/*.jsonl`` pattern from matching nothing) and the folder its marts go to."""
+    source's ``feedback/*.jsonl`` pattern from matching nothing), the user-deletion record and the
+    folder the marts go to."""
     feedback = landing_dir / "feedback"
     feedback.mkdir(parents=True, exist_ok=True)
     (feedback / "0-init.jsonl").touch()
+    (landing_dir / "deletions.jsonl").touch()
     (landing_dir.parent / "marts").mkdir(exist_ok=True)
 
 

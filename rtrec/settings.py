@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="Root of everything a run creates.")
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Feast online store kind.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Used when online_store is redis.")
+    redis_timeout_seconds: float = Field(0.5, gt=0, description="Redis socket timeout; serving falls back after it.")
     api_host: str = Field("127.0.0.1", description="Address `rtrec serve` binds.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")

@@ -14,12 +14,16 @@ from rtrec.settings import Settings
 FEATURE_REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
 
 
-def feast_redis_connection(redis_url: str) -> str:
-    """redis://host:port/db -> Feast's 'host:port,db=N' (with the password when the URL has one)."""
+def feast_redis_connection(redis_url: str, timeout: float = 0.5) -> str:
+    """redis://host:port/db -> Feast's 'host:port,db=N,...' (with the password when the URL has one).
+
+    Short socket timeouts and no client-side retries (`retry=null`; redis-py otherwise backs off for
+    up to ~10 s): when Redis is down, serving must fall back at once. Batch steps retry as tasks."""
     url = urlparse(redis_url)
     if url.scheme not in ("redis", "rediss") or not url.hostname:
         raise ValueError(f"redis_url must look like redis://host:port/db, got {redis_url!r}")
-    parts = [f"{url.hostname}:{url.port or 6379}", f"db={(url.path or '/0').lstrip('/') or 0}"]
+    parts = [f"{url.hostname}:{url.port or 6379}", f"db={(url.path or '/0').lstrip('/') or 0}",
+             f"socket_timeout={timeout}", f"socket_connect_timeout={timeout}", "retry=null"]  # fmt: skip
     if url.password:
         parts.append(f"password={url.password}")
     if url.scheme == "rediss":
@@ -31,7 +35,7 @@ def open_store(settings: Settings) -> FeatureStore:
     """The Feast store of feature_repo/, on the online store the settings name."""
     # feature_store.yaml reads these through environment-variable substitution
     os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
-    os.environ["RTREC_FEAST_REDIS"] = feast_redis_connection(settings.redis_url)
+    os.environ["RTREC_FEAST_REDIS"] = feast_redis_connection(settings.redis_url, settings.redis_timeout_seconds)
     (settings.feast_dir).mkdir(parents=True, exist_ok=True)
     yaml = "feature_store.redis.yaml" if settings.online_store == "redis" else "feature_store.yaml"
     return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=FEATURE_REPO_DIR / yaml)

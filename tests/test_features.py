@@ -176,7 +176,8 @@ def test_feast_serve_answers_without_our_code(shop, monkeypatch, prefect_harness
 
 
 def test_redis_url_becomes_feasts_connection_string():
-    assert feast_redis_connection("redis://10.0.0.5:6380/2") == "10.0.0.5:6380,db=2"
-    assert feast_redis_connection("redis://:pw@h/0") == "h:6379,db=0,password=pw"
+    timeouts = "socket_timeout=0.5,socket_connect_timeout=0.5,retry=null"
+    assert feast_redis_connection("redis://10.0.0.5:6380/2") == f"10.0.0.5:6380,db=2,{timeouts}"
+    assert feast_redis_connection("redis://:pw@h/0") == f"h:6379,db=0,{timeouts},password=pw"
     with pytest.raises(ValueError, match="redis_url"):
         feast_redis_connection("http://nope")

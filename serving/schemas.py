@@ -1,0 +1,66 @@
+"""Request and response bodies of the HTTP API (the event contract of DESIGN.md)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+Id = Field(min_length=1, max_length=128)
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128)
+    user_id: str = Id
+    item_id: str = Id
+    event_type: EventType
+    ts: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="ISO-8601; server time when omitted.")
+    value: float | None = Field(None, allow_inf_nan=False)
+    request_id: str | None = Field(None, max_length=128)
+
+    @field_validator("ts")
+    @classmethod
+    def utc_and_not_in_the_future(cls, ts: datetime) -> datetime:
+        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+        if ts > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+            raise ValueError("timestamp is in the future")
+        return ts
+
+    def to_log(self) -> dict:
+        return {**self.model_dump(), "ts": self.ts.isoformat().replace("+00:00", "Z")}
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1)
+
+
+class Accepted(BaseModel):
+    accepted: int = Field(description="Events newly accepted (a repeated event_id counts once).")
+    received: int
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class Recommendations(BaseModel):
+    user_id: str
+    items: list[ScoredItem]
+    model_version: str | None
+    request_id: str
+    cold_start: bool = False
+    fallback: bool = False
+
+
+class Forgotten(BaseModel):
+    user_id: str
+    feedback_events_removed: int

@@ -1,0 +1,275 @@
+"""The HTTP API over real HTTP: `rtrec serve` processes against a real online store and model."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+
+from flows.etl import etl
+from flows.materialize import materialize
+from model.lifecycle import train_and_register
+from model.data import load_marts
+from model.registry import Registry
+from model.train import preset
+from rtrec.generate import ShopConfig, generate
+from rtrec.settings import get_settings
+from serving.feature_store import open_store
+from serving.online_state import read_online
+from tests.conftest import free_port
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, prefect_harness):
+    """Generated shop -> dbt -> Feast -> a trained, promoted model. Tastes weigh more than in the
+    default shop so that a few events in one category visibly move a user's recommendations."""
+    data = tmp_path_factory.mktemp("served")
+    os.environ["RTREC_DATA_DIR"] = str(data)
+    get_settings.cache_clear()
+    shop_cfg = ShopConfig(users=800, items=150, events=80_000, dirty_rate=0.0, categories=6, p_next=0.3, p_taste=0.5)
+    generate(shop_cfg, data / "landing")
+    etl()
+    materialize()
+    model_cfg, train_cfg = preset("cpu", epochs=40, patience=10, lr=2e-3)
+    train_and_register(load_marts(data / "marts"), Registry(data / "models"), model_cfg, train_cfg, progress=False)
+    yield data
+    get_settings.cache_clear()
+
+
+class Server:
+    def __init__(self, data, workers=2, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "RTREC_DATA_DIR": str(data), "RTREC_API_TOKEN": TOKEN, **env}
+        rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
+        self.proc = subprocess.Popen([rtrec, "serve", "--port", str(self.port), "--workers", str(workers)], env=env,
+                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.time() + 90
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+
+    def kill(self, sig=signal.SIGTERM):
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(shop):
+    srv = Server(shop)
+    yield srv
+    srv.kill()
+
+
+def events_of(data, user):
+    rows = []
+    for path in sorted((data / "landing" / "feedback").glob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["user_id"] == user]
+
+
+def test_known_user_gets_model_recommendations(shop, server):
+    reply = httpx.get(f"{server.url}/v1/recommendations/u1", params={"k": 5})
+    assert reply.status_code == 200
+    body = reply.json()
+    assert len(body["items"]) == 5 and not body["cold_start"] and not body["fallback"]
+    assert body["model_version"] == Registry(shop / "models").current()
+    state, _ = read_online(open_store(get_settings()), "u1")
+    assert not set(state.recent_items) & {i["item_id"] for i in body["items"]}  # what the user has is filtered out
+    uuid.UUID(body["request_id"])
+
+
+def test_unknown_user_gets_a_cold_start_list(server):
+    body = httpx.get(f"{server.url}/v1/recommendations/nobody-{uuid.uuid4()}").json()
+    assert body["cold_start"] and len(body["items"]) == 10
+
+
+def category_share(url, user, items_by_category, category):
+    top = [i["item_id"] for i in httpx.get(f"{url}/v1/recommendations/{user}").json()["items"]]
+    return sum(items_by_category[i] == category for i in top) / len(top)
+
+
+def test_feedback_changes_the_very_next_recommendation(shop, server):
+    items = pq.read_table(shop / "marts" / "item_features.parquet").to_pandas()
+    category_of = dict(zip(items.item_id, items.category))
+    user = "u5"
+    top = [i["item_id"] for i in httpx.get(f"{server.url}/v1/recommendations/{user}").json()["items"]]
+    shares = Counter(category_of[i] for i in top)
+    category = min(sorted(set(category_of.values())), key=lambda c: shares[c])  # the least recommended one
+    before = category_share(server.url, user, category_of, category)
+    chosen = items[items.category == category].sort_values("popularity_all", ascending=False).item_id[:8]
+    events = [{"user_id": user, "item_id": i, "event_type": "click"} for i in chosen]
+    reply = httpx.post(f"{server.url}/v1/events", json={"events": events}, headers=AUTH)
+    assert reply.status_code == 202 and reply.json()["accepted"] == 8
+    after = category_share(server.url, user, category_of, category)
+    assert after > before
+
+
+def test_a_repeated_event_id_is_accepted_once(server):
+    event = {"event_id": f"dup-{uuid.uuid4()}", "user_id": "u9", "item_id": "i3", "event_type": "view"}
+    assert httpx.post(f"{server.url}/v1/events", json=event, headers=AUTH).json() == {"accepted": 1, "received": 1}
+    assert httpx.post(f"{server.url}/v1/events", json=event, headers=AUTH).json() == {"accepted": 0, "received": 1}
+    batch = {"events": [event, {**event, "event_id": f"new-{uuid.uuid4()}"}]}
+    assert httpx.post(f"{server.url}/v1/events", json=batch, headers=AUTH).json() == {"accepted": 1, "received": 2}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": "u1", "item_id": "i1", "event_type": "teleport"}, "event_type"),
+        ({"user_id": "", "item_id": "i1", "event_type": "view"}, "user_id"),
+        ({"user_id": "u" * 129, "item_id": "i1", "event_type": "view"}, "user_id"),
+        ({"user_id": "u1", "event_type": "view"}, "item_id"),
+        ({"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "2999-01-01T00:00:00Z"}, "ts"),
+        ({"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": "yesterday"}, "ts"),
+        ({"user_id": "u1", "item_id": "i1", "event_type": "view", "colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_events_get_a_4xx_naming_the_field(server, body, field):
+    reply = httpx.post(f"{server.url}/v1/events", json=body, headers=AUTH)
+    assert reply.status_code == 422
+    assert field in json.dumps(reply.json()["detail"])
+
+
+def test_bad_requests_are_4xx_not_5xx(server):
+    assert httpx.post(f"{server.url}/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}).status_code == 422
+    too_many = {"events": [{"user_id": "u1", "item_id": "i1", "event_type": "view"}] * 501}
+    assert httpx.post(f"{server.url}/v1/events", json=too_many, headers=AUTH).status_code == 413
+    huge = b'{"user_id": "' + b"x" * 2_000_000 + b'"}'
+    assert httpx.post(f"{server.url}/v1/events", content=huge, headers={**AUTH, "content-type": "application/json"}).status_code == 413
+    assert httpx.get(f"{server.url}/v1/recommendations/u1", params={"k": 0}).status_code == 422
+    assert httpx.get(f"{server.url}/v1/recommendations/" + "u" * 200).status_code == 422
+
+
+def test_writes_need_the_token(server):
+    event = {"user_id": "u1", "item_id": "i1", "event_type": "view"}
+    assert httpx.post(f"{server.url}/v1/events", json=event).status_code == 401
+    assert httpx.post(f"{server.url}/v1/events", json=event, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.delete(f"{server.url}/v1/users/u1").status_code == 401
+
+
+def test_concurrent_writers_for_one_user_lose_nothing(shop, server):
+    user = f"hot-{uuid.uuid4().hex[:6]}"
+    items = [f"i{n}" for n in range(40)]
+
+    def post(item):
+        return httpx.post(f"{server.url}/v1/events", json={"user_id": user, "item_id": item, "event_type": "view"}, headers=AUTH)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(r.status_code == 202 for r in pool.map(post, items))
+    state, _ = read_online(open_store(get_settings()), user)
+    assert sorted(state.recent_items) == sorted(items)
+    assert sorted(e["item_id"] for e in events_of(shop, user)) == sorted(items)
+
+
+def test_delete_forgets_the_user_everywhere(shop, server):
+    user = f"gone-{uuid.uuid4().hex[:6]}"
+    httpx.post(f"{server.url}/v1/events", json={"user_id": user, "item_id": "i2", "event_type": "view"}, headers=AUTH)
+    reply = httpx.delete(f"{server.url}/v1/users/{user}", headers=AUTH)
+    assert reply.status_code == 200 and reply.json()["feedback_events_removed"] == 1
+    assert events_of(shop, user) == []
+    assert read_online(open_store(get_settings()), user)[0].recent_items == []
+    deletions = (shop / "landing" / "deletions.jsonl").read_text()
+    assert user in deletions
+    assert httpx.get(f"{server.url}/v1/recommendations/{user}").json()["cold_start"]
+
+
+def test_metrics_and_health(server):
+    httpx.get(f"{server.url}/v1/recommendations/u1")
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "rtrec_http_requests_total" in text and "rtrec_http_request_seconds_bucket" in text
+    assert 'rtrec_model_version_info{version="' in text
+    assert httpx.get(f"{server.url}/healthz").json()["status"] == "ok"
+
+
+def test_a_new_current_model_is_served_without_restart_or_errors(shop, server):
+    registry = Registry(shop / "models")
+    old = registry.current()
+    model_cfg, train_cfg = preset("tiny", epochs=1)
+    report = train_and_register(load_marts(shop / "marts"), registry, model_cfg, train_cfg, progress=False)
+    errors, seen = [], set()
+    registry.promote(report.version)
+    deadline = time.time() + 20
+    while time.time() < deadline and report.version not in seen:
+        reply = httpx.get(f"{server.url}/v1/recommendations/u1")
+        if reply.status_code != 200:
+            errors.append(reply.status_code)
+        seen.add(reply.json()["model_version"])
+    assert errors == []
+    assert report.version in seen
+    registry.rollback()
+    assert registry.current() == old
+
+
+def test_acknowledged_events_survive_sigkill(shop):
+    srv = Server(shop, workers=2)
+    ids = [f"kill-{uuid.uuid4()}" for _ in range(30)]
+    for event_id in ids:
+        reply = httpx.post(f"{srv.url}/v1/events", headers=AUTH,
+                           json={"event_id": event_id, "user_id": "u7", "item_id": "i4", "event_type": "view"})  # fmt: skip
+        assert reply.status_code == 202
+    srv.kill(signal.SIGKILL)
+    logged = {e["event_id"] for e in events_of(shop, "u7")}
+    assert set(ids) <= logged
+    again = Server(shop, workers=1)
+    try:
+        replay = {"events": [{"event_id": i, "user_id": "u7", "item_id": "i4", "event_type": "view"} for i in ids]}
+        assert httpx.post(f"{again.url}/v1/events", json=replay, headers=AUTH).json()["accepted"] == 0
+    finally:
+        again.kill()
+
+
+def test_online_store_outage_degrades_to_the_popular_list(shop, redis_url, prefect_harness, monkeypatch):
+    import redis as redis_client
+
+    port = free_port()
+    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            redis_client.Redis.from_url(url).ping()
+            break
+        except redis_client.ConnectionError:
+            time.sleep(0.05)
+    monkeypatch.setenv("RTREC_ONLINE_STORE", "redis")
+    monkeypatch.setenv("RTREC_REDIS_URL", url)
+    get_settings.cache_clear()
+    materialize()
+    srv = Server(shop, workers=1, RTREC_ONLINE_STORE="redis", RTREC_REDIS_URL=url)
+    try:
+        assert not httpx.get(f"{srv.url}/v1/recommendations/u1").json()["fallback"]
+        redis_proc.kill()
+        redis_proc.wait()
+        body = httpx.get(f"{srv.url}/v1/recommendations/u1").json()
+        assert body["fallback"] and len(body["items"]) == 10
+        assert "rtrec_fallbacks_total 1.0" in httpx.get(f"{srv.url}/metrics").text
+    finally:
+        srv.kill()
+        get_settings.cache_clear()
+
+
+def test_schemathesis_finds_no_server_errors(server):
+    schemathesis = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    done = subprocess.run(
+        [schemathesis, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
+         "-H", f"Authorization: Bearer {TOKEN}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-4000:]
