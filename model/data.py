@@ -117,6 +117,8 @@ def load_marts(marts_dir: Path) -> SequenceData:
 def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
     """[B, length] with each sequence's last `length` values right-aligned, 0 before them."""
     out = np.zeros((len(seqs), length), dtype=np.int64)
+    if not len(seqs):
+        return out
     for row, seq in enumerate(seqs):
         tail = seq[-length:]
         if len(tail):

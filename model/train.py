@@ -126,7 +126,13 @@ def train(
     device = resolve_device(train_cfg.device)
     model = build_model(model_cfg, data).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    inputs, events, targets = (torch.from_numpy(a) for a in training_windows(data, model_cfg.max_len, train_cfg.all_windows))
+    windows = training_windows(data, model_cfg.max_len, train_cfg.all_windows)
+    if not len(windows[0]) or not data.has_holdout.any():
+        raise ValueError(
+            f"no training data: {len(windows[0])} training sequences, {int(data.has_holdout.sum())} users with a "
+            "validation and test interaction (a user needs at least 3 interactions)"
+        )
+    inputs, events, targets = (torch.from_numpy(a) for a in windows)
     lengths = (inputs > 0).sum(1)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     result = TrainResult(model=model, device=str(device))

@@ -231,16 +231,43 @@ def recommend(user_id: str, k: Annotated[int, typer.Option(min=1, max=100)] = 10
 
 
 @app.command()
-def demo() -> None:
-    """The main job on the embedded sample: generate data, then run what the project has so far."""
-    from flows.etl import etl
-    from flows.materialize import materialize
+def pipeline(
+    preset: Annotated[str, typer.Option(help="Model size for the train step.")] = "cpu",
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Run the nightly flow once, locally (Prefect starts a temporary server when none is set)."""
+    from flows.nightly import nightly
+
+    results = nightly(preset_name=preset, epochs=epochs, device=device)
+    report = results["train"]
+    console.print(f"data quality: {results['etl']}", soft_wrap=True)
+    console.print(f"model {report.version}: test NDCG@10 {report.metrics['test_ndcg@10']:.4f}, "
+                  + ("promoted" if report.promoted else "not promoted (worse than current)"))  # fmt: skip
+
+
+@app.command()
+def deploy(gpu: Annotated[bool, typer.Option(help="Also register the GPU variant.")] = True) -> None:
+    """Register the nightly deployments (CPU and GPU work pools) with the configured schedule."""
+    from flows.deploy import deploy as register
+
+    settings = get_settings()
+    for name, deployment_id in register(settings, gpu=gpu).items():
+        console.print(f"deployment nightly/{name} ({deployment_id}): cron '{settings.schedule_cron}' {settings.schedule_timezone}")
+    console.print("start a worker: prefect worker start --pool rtrec-cpu   (GPU hosts: --pool rtrec-gpu)")
+
+
+@app.command()
+def demo(
+    port: Annotated[Optional[int], typer.Option(help="API port (default: RTREC_API_PORT).")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs cap for the demo.")] = 30,
+) -> None:
+    """The main job on the embedded sample: generate, run the nightly flow, serve, show feedback at work."""
+    from rtrec.demo import run_demo
 
     generate()
-    etl()
-    materialize()
-    missing = ["training in the flow (issue 7)", "serving (issue 6)"]
-    console.print("[yellow]not built yet:[/yellow] " + ", ".join(missing))
+    pipeline(preset="cpu", epochs=epochs, device="auto")
+    run_demo(get_settings(), port, console)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ from rtrec.settings import get_settings
 from serving.feature_store import open_store
 from serving.online_state import read_online
 from tests.conftest import free_port
+from tests.http_server import AUTH, TOKEN, Server
 
-TOKEN = "test-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +44,6 @@ def shop(tmp_path_factory, prefect_harness):
     train_and_register(load_marts(data / "marts"), Registry(data / "models"), model_cfg, train_cfg, progress=False)
     yield data
     get_settings.cache_clear()
-
-
-class Server:
-    def __init__(self, data, workers=2, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "RTREC_DATA_DIR": str(data), "RTREC_API_TOKEN": TOKEN, **env}
-        rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
-        self.proc = subprocess.Popen([rtrec, "serve", "--port", str(self.port), "--workers", str(workers)], env=env,
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
-
-    def kill(self, sig=signal.SIGTERM):
-        os.killpg(self.proc.pid, sig)
-        self.proc.wait(30)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,46 @@
+"""The `train` flow: train -> evaluate -> register -> promote if not worse, with its artifacts."""
+
+from __future__ import annotations
+
+import base64
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from model.data import load_marts
+from model.lifecycle import TrainReport, train_and_register
+from model.registry import Registry
+from model.train import preset
+from rtrec.settings import get_settings
+
+METRICS = ("validation_ndcg@10", "validation_hr@10", "test_ndcg@10", "test_hr@10", "test_mrr@10", "test_coverage")
+
+
+@task(name="train-evaluate-register")
+def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -> TrainReport:
+    settings = get_settings()
+    model_cfg, train_cfg = preset(preset_name, device=device, **({"epochs": epochs} if epochs else {}))
+    registry = Registry(settings.models_dir)
+    # a crash mid-training resumes from this checkpoint when the flow is retried
+    return train_and_register(load_marts(settings.data_dir / "marts"), registry, model_cfg, train_cfg,
+                              checkpoint=settings.models_dir / "checkpoint.pt", progress=False)  # fmt: skip
+
+
+@task(name="publish-training-artifacts")
+def publish(report: TrainReport) -> None:
+    rows = [{"model": f"new {report.version}", **{m: round(report.metrics[m], 4) for m in METRICS}}]
+    if report.current_metrics:
+        rows.append({"model": f"current {report.current_version}", **{m: round(report.current_metrics[m], 4) for m in METRICS}})
+    decision = "promoted: not worse than the current model" if report.promoted else "kept the current model: the new one is worse"
+    create_table_artifact(key="model-comparison", table=rows, description=f"Promotion decision: {decision}.")
+    curve = Registry(get_settings().models_dir).path(report.version) / "curve.png"
+    encoded = base64.b64encode(curve.read_bytes()).decode()
+    create_markdown_artifact(key="training-curve", markdown=f"# Training curve of {report.version}\n\n![curve](data:image/png;base64,{encoded})")
+    get_run_logger().info("model %s: %s", report.version, decision)
+
+
+@flow(name="train")
+def train(preset_name: str = "cpu", epochs: int | None = None, device: str = "auto") -> TrainReport:
+    report = train_evaluate_register(preset_name, epochs, device)
+    publish(report)
+    return report

@@ -1,0 +1,44 @@
+"""generate -> dbt -> Feast -> train -> promote -> serve -> feedback -> a changed recommendation,
+through the real nightly flow, twice: the second run works incrementally and decides on promotion."""
+
+import httpx
+
+from flows.nightly import nightly
+from model.registry import Registry
+from rtrec.generate import ShopConfig, generate
+from rtrec.settings import get_settings
+from tests.http_server import AUTH, Server
+
+
+def top10(url, user):
+    return [i["item_id"] for i in httpx.get(f"{url}/v1/recommendations/{user}").json()["items"]]
+
+
+def test_nightly_then_serving_then_feedback_then_nightly_again(data_dir, prefect_harness):
+    manifest = generate(ShopConfig(users=400, items=150, events=40_000, dirty_rate=0.02, categories=6), data_dir / "landing")
+    first = nightly(preset_name="tiny", epochs=6)
+    assert first["etl"]["events_in"] == manifest["total_rows"]
+    assert first["etl"]["accepted"] == manifest["clean_events"]
+    assert first["train"].promoted and first["train"].current_version is None
+
+    server = Server(data_dir, workers=2)
+    try:
+        user = "u3"
+        before = top10(server.url, user)
+        fresh = [f"i{n}" for n in range(150) if f"i{n}" not in before][:6]  # clicks outside today's list
+        events = [{"user_id": user, "item_id": i, "event_type": "click"} for i in fresh]
+        assert httpx.post(f"{server.url}/v1/events", json={"events": events}, headers=AUTH).json()["accepted"] == 6
+        after = top10(server.url, user)
+        assert after != before
+        assert not set(fresh) & set(after)
+    finally:
+        server.kill()
+
+    get_settings.cache_clear()
+    second = nightly(preset_name="tiny", epochs=6)
+    assert second["etl"]["events_in"] == 6  # only the new feedback events were checked
+    assert second["etl"]["accepted"] == 6
+    report = second["train"]
+    assert report.current_version == first["train"].version and report.current_metrics is not None
+    decided = report.version if report.promoted else first["train"].version
+    assert Registry(data_dir / "models").current() == decided

@@ -1,0 +1,64 @@
+"""Failure handling of the nightly flow, and the deployments."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.deploy import deploy
+from flows.nightly import NightlyStepFailed, nightly
+from model.registry import Registry
+from rtrec.generate import ShopConfig, generate
+from rtrec.settings import get_settings
+
+SMALL = ShopConfig(users=80, items=60, events=4_000, dirty_rate=0.0)
+
+
+def test_a_failed_training_names_the_step_and_leaves_the_current_model(data_dir, prefect_harness):
+    generate(SMALL, data_dir / "landing")
+    first = nightly(preset_name="tiny", epochs=2)
+    with pytest.raises(NightlyStepFailed, match=r"(?s)step 'train' failed: unknown preset.*left unchanged: the current model"):
+        nightly(preset_name="no-such-preset")
+    assert Registry(data_dir / "models").current() == first["train"].version
+
+
+def test_a_failed_dbt_test_stops_before_materialize(data_dir, prefect_harness):
+    generate(SMALL, data_dir / "landing")
+    first = nightly(preset_name="tiny", epochs=1)
+    online = data_dir / "feast" / "online.db"
+    materialized_at = online.stat().st_mtime_ns
+    # the catalog loses an item that accepted events point at: dbt's relationships test fails
+    items = pq.read_table(data_dir / "landing" / "items.parquet")
+    pq.write_table(items.filter(pc.not_equal(items.column("item_id"), "i0")), data_dir / "landing" / "items.parquet")
+    with pytest.raises(NightlyStepFailed, match=r"(?s)step 'etl' failed.*relationships_stg_events_item_id.*left unchanged: the online store"):
+        nightly(preset_name="tiny", epochs=1)
+    assert online.stat().st_mtime_ns == materialized_at
+    assert Registry(data_dir / "models").current() == first["train"].version
+
+
+def test_training_without_data_says_so(data_dir, prefect_harness):
+    generate(SMALL, data_dir / "landing")
+    # two users with one event each: nobody has the three interactions a split needs
+    events = pq.read_table(data_dir / "landing" / "events").slice(0, 2)
+    for path in (data_dir / "landing" / "events").glob("*.parquet"):
+        path.unlink()
+    pq.write_table(events.set_column(1, "user_id", pa.array(["a", "b"])), data_dir / "landing" / "events" / "events-00000.parquet")
+    with pytest.raises(NightlyStepFailed, match="step 'train' failed: no training data"):
+        nightly(preset_name="tiny", epochs=1)
+
+
+def test_deploy_registers_nightly_on_cpu_and_gpu_pools_with_the_schedule(data_dir, prefect_harness, monkeypatch):
+    monkeypatch.setenv("RTREC_SCHEDULE_CRON", "30 3 * * *")
+    monkeypatch.setenv("RTREC_SCHEDULE_TIMEZONE", "Europe/Berlin")
+    get_settings.cache_clear()
+    ids = deploy(get_settings())
+    assert set(ids) == {"nightly-cpu", "nightly-gpu"}
+    with get_client(sync_client=True) as client:
+        for name, pool in (("nightly-cpu", "rtrec-cpu"), ("nightly-gpu", "rtrec-gpu")):
+            deployment = client.read_deployment_by_name(f"nightly/{name}")
+            assert deployment.work_pool_name == pool
+            schedule = deployment.schedules[0].schedule
+            assert (schedule.cron, schedule.timezone) == ("30 3 * * *", "Europe/Berlin")
+        assert client.read_deployment_by_name("nightly/nightly-gpu").parameters["device"] == "cuda"
+    assert deploy(get_settings()) == ids  # deploying again updates in place
