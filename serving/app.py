@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import pyarrow.parquet as pq
+import torch
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -81,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # one intra-op thread per worker: requests are small, and workers already use every core
+        torch.set_num_threads(1)
         prepare_for_dbt(settings.landing_dir)
         app.state.store = open_store(settings)
         app.state.locks = UserLocks(settings.feast_dir / "locks", settings.redis_url if settings.online_store == "redis" else None)

@@ -1,0 +1,66 @@
+"""Model inference latency: one user (50 recent items) and batches, for a 10k-item catalog.
+
+    python bench/inference_bench.py [--items 10000] [--preset cpu]
+Weights are random: latency does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import percentiles
+from model.data import EVENT_TYPES, PRICE_BUCKETS, Vocabulary
+from model.inference import Recommender
+from model.sasrec import SASRec
+from model.train import PRESETS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (serving runs one per worker)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = PRESETS[args.preset][0]
+    n = args.items
+    vocab = Vocabulary([f"i{k}" for k in range(n)], [0] + [k % 20 + 1 for k in range(n)], [0] + [k % 10 + 1 for k in range(n)],
+                       [f"c{k}" for k in range(20)])  # fmt: skip
+    model = SASRec(cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS)
+    rec = Recommender(model, vocab, "bench")
+    history = lambda: [(f"i{random.randrange(n)}", random.choice(EVENT_TYPES[:4])) for _ in range(cfg.max_len)]  # noqa: E731
+    for _ in range(50):
+        rec.recommend(history(), k=10)
+    single = []
+    for _ in range(1000):
+        h = history()
+        start = time.perf_counter()
+        rec.recommend(h, k=10, exclude=[i for i, _ in h])
+        single.append(time.perf_counter() - start)
+    table = Table("call", "p50 ms", "p99 ms", "users/s", title=f"SASRec '{args.preset}' inference, {n:,} items, {args.threads} thread(s)")
+    p = percentiles(single)
+    table.add_row("recommend (1 user, 50 recent items, top-10)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{1000 / p['p50']:,.0f}")
+    for batch in (16, 64, 256):
+        histories = [history() for _ in range(batch)]
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            rec.recommend_batch(histories, k=10)
+            times.append(time.perf_counter() - start)
+        p = percentiles(times)
+        table.add_row(f"recommend_batch ({batch} users)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{batch * 1000 / p['p50']:,.0f}")
+    Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Time per step of the nightly flow versus data size (a Prefect temporary server runs it).
+
+    python bench/pipeline_bench.py [--events 100000 1000000 10000000] [--epochs 2]
+Training is capped at --epochs with the cpu preset, so the train column is per that many epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import use_data_dir
+from rtrec.generate import ShopConfig, generate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    from flows.etl import etl
+    from flows.materialize import materialize
+    from flows.train import train
+
+    table = Table("events", "generate s", "etl (dbt) s", "materialize s", f"train ({args.epochs} epochs) s", "total s",
+                  title="nightly flow, time per step")  # fmt: skip
+    for events in args.events:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp)
+            use_data_dir(data)
+            times = []
+            for step in (
+                lambda: generate(ShopConfig(users=max(1_000, events // 100), items=10_000, events=events), data / "landing"),
+                lambda: etl(),
+                lambda: materialize(),
+                lambda: train(preset_name="cpu", epochs=args.epochs),
+            ):
+                start = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - start)
+        table.add_row(f"{events:,}", *(f"{t:.1f}" for t in times), f"{sum(times):.1f}")
+        Console(width=140).print(table)
+
+
+if __name__ == "__main__":
+    main()
