@@ -26,7 +26,7 @@ from bench.common import materialize, percentiles, prepare, use_data_dir
 from rtrec.generate import ShopConfig
 from rtrec.settings import get_settings
 from serving.feature_store import open_store
-from serving.online_state import UserLocks, push_event, read_online
+from serving.online_state import UserLocks, UserStateTable, push_event, read_online
 
 
 def free_port() -> int:
@@ -47,10 +47,10 @@ def measure(store_kind: str, reads: int, pushes: int, users: int) -> list[tuple[
         start = time.perf_counter()
         read_online(store, user)
         samples.append(time.perf_counter() - start)
-    push_samples = []
+    push_samples, table = [], UserStateTable(store)
     for n in range(pushes):
         start = time.perf_counter()
-        push_event(store, locks, f"u{random.randrange(users)}", f"i{n % 1000}", "view", datetime.now(timezone.utc), settings.max_recent_items)
+        push_event(table, locks, f"u{random.randrange(users)}", f"i{n % 1000}", "view", datetime.now(timezone.utc), settings.max_recent_items)
         push_samples.append(time.perf_counter() - start)
     return [(f"{store_kind}: user-state read", percentiles(samples)), (f"{store_kind}: push (read + write, locked)", percentiles(push_samples))]
 

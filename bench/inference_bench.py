@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import percentiles
-from model.data import EVENT_TYPES, PRICE_BUCKETS, Vocabulary
+from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
 from model.inference import Recommender
 from model.sasrec import SASRec
 from model.train import PRESETS
@@ -36,7 +36,7 @@ def main() -> None:
     n = args.items
     vocab = Vocabulary([f"i{k}" for k in range(n)], [0] + [k % 20 + 1 for k in range(n)], [0] + [k % 10 + 1 for k in range(n)],
                        [f"c{k}" for k in range(20)])  # fmt: skip
-    model = SASRec(cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS)
+    model = SASRec(cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS, GAP_BUCKETS)
     rec = Recommender(model, vocab, "bench")
     history = lambda: [(f"i{random.randrange(n)}", random.choice(EVENT_TYPES[:4])) for _ in range(cfg.max_len)]  # noqa: E731
     for _ in range(50):

@@ -39,15 +39,21 @@ def post(client, users):
     return client.post("/v1/events", json=body)
 
 
+async def succeeded(request) -> bool:
+    try:
+        return (await request).status_code < 400
+    except httpx.TransportError:
+        return False
+
+
 async def fixed_rate(url, call, users, rate, seconds):
     latencies, errors = [], 0
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=200)) as client:
         async def one():
             nonlocal errors
             start = time.perf_counter()
-            reply = await call(client, users)
+            errors += not await succeeded(call(client, users))
             latencies.append(time.perf_counter() - start)
-            errors += reply.status_code >= 400
         tasks, begin = [], time.perf_counter()
         for n in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
@@ -66,9 +72,8 @@ async def saturate(url, call, users, concurrency, seconds):
             nonlocal errors
             while time.perf_counter() < stop:
                 start = time.perf_counter()
-                reply = await call(client, users)
+                errors += not await succeeded(call(client, users))
                 latencies.append(time.perf_counter() - start)
-                errors += reply.status_code >= 400
         begin = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - begin

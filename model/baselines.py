@@ -28,7 +28,7 @@ def most_popular(data: SequenceData, split: str) -> Scorer:
     for seq in training_inputs(data, split):
         np.add.at(counts, seq, 1)
     scores = torch.from_numpy(counts).float()
-    return lambda inputs, events: scores.expand(len(inputs), -1)
+    return lambda inputs, events, gaps: scores.expand(len(inputs), -1)
 
 
 def ease(data: SequenceData, split: str, l2: float) -> Scorer:
@@ -38,7 +38,7 @@ def ease(data: SequenceData, split: str, l2: float) -> Scorer:
     b = (-p / p.diagonal()).float()
     b.fill_diagonal_(0.0)
     n = data.vocab.n_items
-    return lambda inputs, events: _interaction_matrix(inputs, n) @ b
+    return lambda inputs, events, gaps: _interaction_matrix(inputs, n) @ b
 
 
 def tuned_ease(data: SequenceData, split: str, grid=(50.0, 200.0, 500.0, 1000.0)) -> tuple[Scorer, float]:

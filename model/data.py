@@ -15,6 +15,16 @@ import pandas as pd
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
 PRICE_BUCKETS = 10
+# Upper edges (seconds) of the buckets of time until the next interaction: same second, a minute,
+# ten minutes, an hour, six hours, a day, a week, a month, later. Bucket 0 means unknown.
+GAP_EDGES = np.array([1, 60, 600, 3_600, 21_600, 86_400, 604_800, 2_592_000])
+GAP_BUCKETS = len(GAP_EDGES) + 1
+
+
+def gap_bucket(seconds) -> np.ndarray:
+    """Bucket (1..GAP_BUCKETS) of a time gap in seconds; NaN or None -> 0 (unknown)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    return np.where(np.isnan(seconds), 0, np.searchsorted(GAP_EDGES, np.maximum(seconds, 0), side="right") + 1)
 
 
 @dataclass(frozen=True)
@@ -53,16 +63,20 @@ class SequenceData:
     user_ids: list[str]
     items: list[np.ndarray]  # per user: item indices in time order (all splits)
     events: list[np.ndarray]  # per user: event-type indices (1-based), aligned with items
+    times: list[np.ndarray]  # per user: interaction times (epoch seconds), aligned with items
     has_holdout: np.ndarray  # [U] bool: user has validation and test targets
 
-    def holdout(self, split: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """(users, input items, input event types, targets) for the users evaluated on `split`."""
+    def holdout(self, split: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+        """(users, input items, input event types, gap buckets, targets) for the users evaluated on
+        `split`. The gap is the time from the last input to the target: what a live request knows
+        as the time since the user's last event."""
         cut = {"validation": 2, "test": 1}[split]
         users = np.flatnonzero(self.has_holdout)
         inputs = [self.items[u][:-cut] for u in users]
         events = [self.events[u][:-cut] for u in users]
+        gaps = gap_bucket([self.times[u][-cut] - self.times[u][-cut - 1] for u in users])
         targets = np.array([self.items[u][-cut] for u in users], dtype=np.int64)
-        return users, inputs, events, targets
+        return users, inputs, events, gaps, targets
 
 
 def build_vocabulary(item_ids: list[str], item_features: pd.DataFrame | None) -> Vocabulary:
@@ -84,12 +98,15 @@ def build_vocabulary(item_ids: list[str], item_features: pd.DataFrame | None) ->
 
 
 def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData:
-    """frame: user_id, item_id, event_type, position, split (the training_interactions mart)."""
+    """frame: user_id, item_id, event_type, position, split and optionally ts (the training_interactions mart)."""
     index = vocab.item_index()
     event_index = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
     frame = frame.sort_values(["user_id", "position"], kind="stable")
     item_idx = frame["item_id"].map(index).fillna(0).to_numpy(np.int64)
     event_idx = frame["event_type"].map(event_index).fillna(0).to_numpy(np.int64)
+    times = (
+        pd.to_datetime(frame["ts"]).astype("int64").to_numpy() / 1e9 if "ts" in frame else np.full(len(frame), np.nan)
+    )
     users, starts = np.unique(frame["user_id"].to_numpy(), return_index=True)
     bounds = list(starts[1:]) + [len(frame)]
     held = frame.groupby("user_id", sort=True)["split"].agg(lambda s: (s == "test").any())
@@ -98,6 +115,7 @@ def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData
         user_ids=[str(u) for u in users],
         items=[item_idx[a:b] for a, b in zip(starts, bounds)],
         events=[event_idx[a:b] for a, b in zip(starts, bounds)],
+        times=[times[a:b] for a, b in zip(starts, bounds)],
         has_holdout=held.reindex(users).to_numpy(bool),
     )
 
@@ -107,7 +125,7 @@ def load_marts(marts_dir: Path) -> SequenceData:
     path = marts_dir / "training_interactions.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the etl flow (dbt build) first")
-    frame = pd.read_parquet(path, columns=["user_id", "item_id", "event_type", "position", "split"])
+    frame = pd.read_parquet(path, columns=["user_id", "item_id", "event_type", "ts", "position", "split"])
     features_path = marts_dir / "item_features.parquet"
     features = pd.read_parquet(features_path, columns=["item_id", "category", "price"]) if features_path.exists() else None
     item_ids = sorted(frame["item_id"].unique(), key=lambda s: (len(s), s))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import EVENT_TYPES, PRICE_BUCKETS, Vocabulary, pad_left
+from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, Vocabulary, gap_bucket, pad_left
 from model.sasrec import ModelConfig, SASRec
 
 EVENT_INDEX = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
@@ -36,6 +36,7 @@ class Recommender:
         model = SASRec(
             ModelConfig(**config["model"]), vocab.n_items, len(vocab.categories), vocab.item_category,
             vocab.item_price_bucket, n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS,
+            n_gap_buckets=GAP_BUCKETS,
         )  # fmt: skip
         model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
         return cls(model, vocab, version_dir.name)
@@ -48,23 +49,27 @@ class Recommender:
         return items, np.array([p[1] for p in pairs], dtype=np.int64)
 
     @torch.inference_mode()
-    def scores(self, items: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
-        """[B, V + 1] scores after each (index-encoded) history; padding column included."""
+    def scores(self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
+        """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now;
+        padding column included."""
         width = min(self.model.cfg.max_len, max(1, max((len(s) for s in items), default=1)))
         x = torch.from_numpy(pad_left(items, width))
         e = torch.from_numpy(pad_left(events, width))
-        return self.model.encode(x, e, self.table)[:, -1] @ self.table.T
+        return self.model.scores(x, e, torch.from_numpy(np.asarray(gaps, dtype=np.int64)), self.table)
 
     @torch.inference_mode()
     def recommend_batch(
-        self, histories: Sequence[Sequence[tuple[str, str]]], k: int = 10, excludes: Sequence[Iterable[str]] | None = None
+        self, histories: Sequence[Sequence[tuple[str, str]]], k: int = 10, excludes: Sequence[Iterable[str]] | None = None,
+        idle_seconds: Sequence[float | None] | None = None,
     ) -> list[list[tuple[str, float]]]:
+        """Top-k per history; idle_seconds: time since each user's last event (None: unknown)."""
         encoded = [self.encode_history(h) for h in histories]
         known = [i for i, (items, _) in enumerate(encoded) if len(items)]
         out: list[list[tuple[str, float]]] = [[] for _ in histories]
         if not known:
             return out  # nothing known about these users: the caller's cold-start path answers
-        scores = self.scores([encoded[i][0] for i in known], [encoded[i][1] for i in known])
+        idle = [np.nan if idle_seconds is None or idle_seconds[i] is None else idle_seconds[i] for i in known]
+        scores = self.scores([encoded[i][0] for i in known], [encoded[i][1] for i in known], gap_bucket(idle))
         scores[:, 0] = float("-inf")
         for row, i in enumerate(known):
             banned = [self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index]
@@ -77,6 +82,6 @@ class Recommender:
         return out
 
     def recommend(
-        self, history: Sequence[tuple[str, str]], k: int = 10, exclude: Iterable[str] = ()
+        self, history: Sequence[tuple[str, str]], k: int = 10, exclude: Iterable[str] = (), idle_seconds: float | None = None
     ) -> list[tuple[str, float]]:
-        return self.recommend_batch([history], k, [exclude])[0]
+        return self.recommend_batch([history], k, [exclude], [idle_seconds])[0]

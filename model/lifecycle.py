@@ -24,10 +24,10 @@ def recommender_scorer(recommender: Recommender, data: SequenceData) -> Scorer:
     known = torch.from_numpy(to_model > 0)
     gather = torch.from_numpy(to_model)
 
-    def score(inputs: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
+    def score(inputs: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
         mapped = [to_model[s] for s in inputs]
         kept = [m > 0 for m in mapped]
-        model_scores = recommender.scores([m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)])
+        model_scores = recommender.scores([m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)], gaps)
         scores = model_scores[:, gather]  # [B, V_data + 1]
         return scores.masked_fill(~known, float("-inf"))
 

@@ -26,6 +26,7 @@ class ModelConfig:
     dropout: float = 0.2
     side_features: bool = True
     event_types: bool = True
+    next_gap: bool = True  # condition the prediction on the time until the next interaction
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,7 +58,7 @@ class Block(nn.Module):
 class SASRec(nn.Module):
     def __init__(
         self, cfg: ModelConfig, n_items: int, n_categories: int, item_category: list[int], item_price_bucket: list[int],
-        n_event_types: int, n_price_buckets: int,
+        n_event_types: int, n_price_buckets: int, n_gap_buckets: int,
     ) -> None:  # fmt: skip
         super().__init__()
         self.cfg = cfg
@@ -66,6 +67,7 @@ class SASRec(nn.Module):
         self.price = nn.Embedding(n_price_buckets + 1, cfg.dim, padding_idx=0)
         self.event = nn.Embedding(n_event_types + 1, cfg.dim, padding_idx=0)
         self.position = nn.Embedding(cfg.max_len + 1, cfg.dim, padding_idx=0)
+        self.gap = nn.Embedding(n_gap_buckets + 1, cfg.dim, padding_idx=0)
         self.register_buffer("item_category", torch.tensor(item_category, dtype=torch.long), persistent=False)
         self.register_buffer("item_price_bucket", torch.tensor(item_price_bucket, dtype=torch.long), persistent=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
@@ -73,7 +75,7 @@ class SASRec(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         torch._assert(len(item_category) == n_items + 1, "item_category covers padding + every item")
         nn.init.normal_(self.item.weight, std=cfg.dim**-0.5)
-        for emb in (self.category, self.price, self.event, self.position):
+        for emb in (self.category, self.price, self.event, self.position, self.gap):
             nn.init.normal_(emb.weight, std=0.02)
             with torch.no_grad():
                 emb.weight[0].zero_()
@@ -104,21 +106,29 @@ class SASRec(nn.Module):
             x = block(x, allowed)
         return self.norm(x)
 
-    def scores(self, items: torch.Tensor, events: torch.Tensor) -> torch.Tensor:
-        """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding)."""
-        table = self.item_table()
-        last = self.encode(items, events, table)[:, -1]  # [B, D]
-        return last @ table.T
+    def query(self, states: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
+        """The states that score the next item, given the time bucket until it (0: unknown)."""
+        return states + self.gap(gaps) if self.cfg.next_gap else states
 
-    def loss(self, items: torch.Tensor, events: torch.Tensor, targets: torch.Tensor, negatives: int = 0) -> torch.Tensor:
-        """Cross-entropy of the next item at every position (targets [B, N], 0 where none).
+    def scores(self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding);
+        gaps [B]: bucket of the time from the last item to the moment of the request."""
+        table = self.item_table() if table is None else table
+        last = self.encode(items, events, table)[:, -1]  # [B, D]
+        return self.query(last, gaps) @ table.T
+
+    def loss(
+        self, items: torch.Tensor, events: torch.Tensor, targets: torch.Tensor, gaps: torch.Tensor, negatives: int = 0
+    ) -> torch.Tensor:
+        """Cross-entropy of the next item at every position (targets [B, N], 0 where none; gaps [B, N]
+        the time bucket from each position to its target).
 
         negatives = 0: softmax over the whole catalog. Otherwise a sampled softmax over the positive
         and `negatives` uniformly drawn items shared by the batch, accidental hits masked."""
         table = self.item_table()
         states = self.encode(items, events, table)
         keep = targets > 0
-        h, y = states[keep], targets[keep]  # [T, D], [T]
+        h, y = self.query(states[keep], gaps[keep]), targets[keep]  # [T, D], [T]
         if negatives <= 0:
             logits = h @ table.T  # [T, V + 1]
             logits[:, 0] = float("-inf")

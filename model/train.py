@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.data import EVENT_TYPES, PRICE_BUCKETS, SequenceData, pad_left
+from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, SequenceData, gap_bucket, pad_left
 from model.evaluate import Scorer, evaluate
 from model.sasrec import ModelConfig, SASRec
 
@@ -67,7 +67,7 @@ def build_model(model_cfg: ModelConfig, data: SequenceData) -> SASRec:
     vocab = data.vocab
     return SASRec(
         model_cfg, vocab.n_items, len(vocab.categories), vocab.item_category, vocab.item_price_bucket,
-        n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS,
+        n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS, n_gap_buckets=GAP_BUCKETS,
     )  # fmt: skip
 
 
@@ -75,31 +75,35 @@ def sasrec_scorer(model: SASRec, device: torch.device) -> Scorer:
     length = model.cfg.max_len
 
     @torch.inference_mode()
-    def score(inputs: list[np.ndarray], events: list[np.ndarray]) -> torch.Tensor:
+    def score(inputs: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
         model.eval()
         items = torch.from_numpy(pad_left(inputs, length)).to(device)
         kinds = torch.from_numpy(pad_left(events, length)).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            return model.scores(items, kinds)
+            return model.scores(items, kinds, torch.from_numpy(np.asarray(gaps, dtype=np.int64)).to(device))
 
     return score
 
 
-def training_windows(data: SequenceData, max_len: int, all_windows: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(inputs, event types, targets), each [W, max_len]: every user's training sequence shifted by
-    one (position t predicts item t + 1), cut from the end into windows of max_len so that every
-    training interaction is a target once. Validation and test targets are never included."""
-    seqs, kinds, nexts = [], [], []
-    for items, events, held in zip(data.items, data.events, data.has_holdout):
+def training_windows(
+    data: SequenceData, max_len: int, all_windows: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, event types, targets, gap buckets), each [W, max_len]: every user's training
+    sequence shifted by one (position t predicts item t + 1, knowing the time until it), cut from
+    the end into windows of max_len so that every training interaction is a target once.
+    Validation and test targets are never included."""
+    seqs, kinds, nexts, gaps = [], [], [], []
+    for items, events, times, held in zip(data.items, data.events, data.times, data.has_holdout):
         end = len(items) - 2 if held else len(items)
         for stop in range(end, 1, -max_len):
             start = max(0, stop - max_len - 1)
             seqs.append(items[start : stop - 1])
             kinds.append(events[start : stop - 1])
             nexts.append(items[start + 1 : stop])
+            gaps.append(gap_bucket(np.diff(times[start:stop])))
             if not all_windows:
                 break
-    return pad_left(seqs, max_len), pad_left(kinds, max_len), pad_left(nexts, max_len)
+    return tuple(pad_left(x, max_len) for x in (seqs, kinds, nexts, gaps))
 
 
 def length_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -132,7 +136,7 @@ def train(
             f"no training data: {len(windows[0])} training sequences, {int(data.has_holdout.sum())} users with a "
             "validation and test interaction (a user needs at least 3 interactions)"
         )
-    inputs, events, targets = (torch.from_numpy(a) for a in windows)
+    inputs, events, targets, gaps = (torch.from_numpy(a) for a in windows)
     lengths = (inputs > 0).sum(1)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     result = TrainResult(model=model, device=str(device))
@@ -153,9 +157,9 @@ def train(
         total, batches = 0.0, 0
         for batch in length_batches(lengths, train_cfg.batch_size, generator):
             width = int(lengths[batch].max())  # sequences are left-padded: keep only the columns in use
-            x, e, y = (t[batch, -width:].to(device) for t in (inputs, events, targets))
+            x, e, y, g = (t[batch, -width:].to(device) for t in (inputs, events, targets, gaps))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model.loss(x, e, y, train_cfg.negatives)
+                loss = model.loss(x, e, y, g, train_cfg.negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

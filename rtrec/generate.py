@@ -5,7 +5,7 @@ The process, one session per active user per day:
 - item popularity is heavy-tailed (Zipf) globally and within each category;
 - each interaction picks the next item from a mixture: with probability ``p_next`` one of the
   ``successors`` items that follow the previous item of the session (a sequence signal that
-  popularity cannot see), with ``p_taste`` an item of a category drawn from the taste, otherwise a
+  popularity cannot see; most successors share the item's category), with ``p_taste`` an item of a category drawn from the taste, otherwise a
   globally popular item; an immediate repeat of the user's last item is redrawn;
 - every interaction is a view, which funnels on to click, add_to_cart and purchase.
 

@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.feature_store import open_store
 from serving.feedback_log import FeedbackLog
-from serving.online_state import UserLocks, forget_user, push_event, read_online
+from serving.online_state import UserLocks, UserStateTable, forget_user, push_event, read_online
 from serving.schemas import Accepted, Event, EventBatch, Forgotten, Recommendations, ScoredItem
 
 log = logging.getLogger("rtrec.serving")
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         torch.set_num_threads(1)
         prepare_for_dbt(settings.landing_dir)
         app.state.store = open_store(settings)
+        app.state.user_state = UserStateTable(app.state.store)
         app.state.locks = UserLocks(settings.feast_dir / "locks", settings.redis_url if settings.online_store == "redis" else None)
         app.state.feedback = FeedbackLog(settings.feedback_dir)
         app.state.catalog = Catalog(settings.data_dir / "marts")
@@ -137,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         have = set(user.recent_items)
         scored: list[tuple[str, float]] = []
         if recommender is not None and user.known:
-            candidates = recommender.recommend(user.history(), k=k + len(have) + 20, exclude=have)
+            idle = (datetime.now(timezone.utc) - user.last_event_ts).total_seconds() if user.last_event_ts else None
+            candidates = recommender.recommend(user.history(), k=k + len(have) + 20, exclude=have, idle_seconds=idle)
             scored = [(i, s) for i, s in candidates if not state.catalog.sellable or i in state.catalog.sellable][:k]
         cold = not scored
         if cold:
@@ -162,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if event.event_id not in fresh_ids:
                 continue
             try:
-                push_event(state.store, state.locks, event.user_id, event.item_id, event.event_type, event.ts,
+                push_event(state.user_state, state.locks, event.user_id, event.item_id, event.event_type, event.ts,
                            settings.max_recent_items)  # fmt: skip
             except Exception:  # durable in the log already; the next batch run brings it online
                 metrics.ONLINE_WRITE_FAILURES.inc()
@@ -173,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def delete_user(request: Request, user_id: Annotated[str, PathParam(min_length=1, max_length=128)]) -> Forgotten:
         state = request.app.state
         removed = state.feedback.forget_user(user_id)
-        forget_user(state.store, state.locks, user_id)
+        forget_user(state.user_state, state.locks, user_id)
         return Forgotten(user_id=user_id, feedback_events_removed=removed)
 
     @app.get("/healthz")

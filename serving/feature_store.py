@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,8 +38,13 @@ def open_store(settings: Settings) -> FeatureStore:
     os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
     os.environ["RTREC_FEAST_REDIS"] = feast_redis_connection(settings.redis_url, settings.redis_timeout_seconds)
     (settings.feast_dir).mkdir(parents=True, exist_ok=True)
-    yaml = "feature_store.redis.yaml" if settings.online_store == "redis" else "feature_store.yaml"
-    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=FEATURE_REPO_DIR / yaml)
+    if settings.online_store == "redis":
+        return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=FEATURE_REPO_DIR / "feature_store.redis.yaml")
+    # WAL (a persistent property of the file): readers and the API's writers stop blocking each
+    # other; in the default journal mode concurrent pushes from several workers hit "database is locked".
+    with sqlite3.connect(settings.feast_dir / "online.db") as con:
+        con.execute("pragma journal_mode=wal")
+    return FeatureStore(repo_path=str(FEATURE_REPO_DIR), fs_yaml_file=FEATURE_REPO_DIR / "feature_store.yaml")
 
 
 def definitions() -> list:

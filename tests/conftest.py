@@ -37,9 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def redis_url():
-    """A real redis-server on a free loopback port for the session."""
+def start_redis():
+    """A real redis-server on a free loopback port: (process, url), once it answers."""
     import shutil
     import subprocess
     import time
@@ -53,13 +52,20 @@ def redis_url():
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL)  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
+    for _ in range(200):
         try:
-            client.ping()
-            break
+            redis.Redis.from_url(url).ping()
+            return proc, url
         except redis.ConnectionError:
             time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A redis-server for the whole session."""
+    proc, url = start_redis()
     yield url
     proc.terminate()
     proc.wait(10)

@@ -16,7 +16,7 @@ def cyclic_frame(users=60, items=30, length=12, seed=0, step=1):
         for pos in range(length):
             split = "test" if pos == length - 1 else "validation" if pos == length - 2 else "train"
             rows.append({"user_id": f"u{u}", "item_id": f"i{(start + pos * step) % items}", "event_type": "view",
-                         "position": pos + 1, "split": split})  # fmt: skip
+                         "position": pos + 1, "split": split, "ts": pd.Timestamp("2026-01-01") + pd.Timedelta(minutes=pos)})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -1,6 +1,5 @@
 """The Feast repo against real stores: SQLite, and Redis through a real redis-server."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,15 +9,16 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 import pandas as pd
+from feast.data_source import PushMode
 import pyarrow.parquet as pq
 import pytest
 
 from flows.etl import etl
 from flows.materialize import materialize
 from rtrec.generate import ShopConfig, generate
-from rtrec.settings import Settings, get_settings
+from rtrec.settings import get_settings
 from serving.feature_store import FEATURE_REPO_DIR, feast_redis_connection, open_store
-from serving.online_state import UserLocks, UserState, appended, push_event, read_online
+from serving.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online
 from tests.conftest import free_port
 
 
@@ -79,13 +79,13 @@ def test_a_push_is_readable_at_once(settings):
     store, locks = open_store(settings), locks_for(settings)
     user = str(pq.read_table(settings.data_dir / "marts" / "user_features.parquet").column("user_id")[0])
     before, _ = read_online(store, user)
-    push_event(store, locks, user, "i7", "click", datetime.now(timezone.utc), settings.max_recent_items)
-    push_event(store, locks, user, "i7", "purchase", datetime.now(timezone.utc), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, user, "i7", "click", datetime.now(timezone.utc), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, user, "i7", "purchase", datetime.now(timezone.utc), settings.max_recent_items)
     after, _ = read_online(store, user)
     assert after.recent_items[-1] == "i7" and after.recent_event_types[-1] == "purchase"
     assert after.recent_items[:-1] == before.recent_items[-(settings.max_recent_items - 1):]
     brand_new = f"new-user-{settings.online_store}"
-    push_event(store, locks, brand_new, "i3", "view", datetime.now(timezone.utc), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, brand_new, "i3", "view", datetime.now(timezone.utc), settings.max_recent_items)
     assert read_online(store, brand_new)[0].recent_items == ["i3"]
 
 
@@ -94,9 +94,17 @@ def _push_many(args):
     os.environ.update(env)
     get_settings.cache_clear()
     settings = get_settings()
-    store, locks = open_store(settings), locks_for(settings)
+    table, locks = UserStateTable(open_store(settings)), locks_for(settings)
     for item in items:
-        push_event(store, locks, user, item, "view", datetime.now(timezone.utc), 1000)
+        push_event(table, locks, user, item, "view", datetime.now(timezone.utc), 1000)
+
+
+def test_other_producers_can_write_through_the_push_source(settings):
+    store = open_store(settings)
+    row = pd.DataFrame({"user_id": ["streamed"], "recent_items": [["i1", "i2"]], "recent_event_types": [["view", "click"]],
+                        "last_event_ts": [datetime.now(timezone.utc)], "event_timestamp": [datetime.now(timezone.utc)]})  # fmt: skip
+    store.push("user_state_push", row, to=PushMode.ONLINE)
+    assert read_online(store, "streamed")[0].history() == [("i1", "view"), ("i2", "click")]
 
 
 def test_concurrent_pushes_for_one_user_lose_nothing(settings):

@@ -5,18 +5,18 @@ import pytest
 import torch
 
 from model.baselines import most_popular, tuned_ease
-from model.data import pad_left
+from model.data import GAP_BUCKETS, gap_bucket, pad_left
 from model.evaluate import evaluate
 from model.metrics import mask_items, rank_metrics, ranks
 from model.sasrec import ModelConfig, SASRec
-from model.train import TrainConfig, build_model, preset, sasrec_scorer, train, training_windows
+from model.train import preset, sasrec_scorer, train, training_windows
 from tests.model_fixtures import cyclic_data
 
 
 def tiny_model(max_len=8, dropout=0.0):
     cfg = ModelConfig(max_len=max_len, dim=16, layers=2, heads=2, dropout=dropout)
     return SASRec(cfg, n_items=10, n_categories=2, item_category=[0] + [1, 2] * 5, item_price_bucket=[0] + [1] * 10,
-                  n_event_types=5, n_price_buckets=10).eval()  # fmt: skip
+                  n_event_types=5, n_price_buckets=10, n_gap_buckets=GAP_BUCKETS).eval()  # fmt: skip
 
 
 def test_no_position_sees_a_later_one():
@@ -50,7 +50,7 @@ def test_full_softmax_loss_is_cross_entropy_over_the_catalog_at_every_position()
     states = model.encode(items, events)[0, 1:]  # the three positions with a target
     logits = states @ model.item_table().T
     expected = -torch.log_softmax(logits[:, 1:], dim=1)[torch.arange(3), targets[0, 1:] - 1].mean()
-    torch.testing.assert_close(model.loss(items, events, targets), expected)
+    torch.testing.assert_close(model.loss(items, events, targets, torch.zeros_like(targets)), expected)
 
 
 def test_sampled_softmax_masks_accidental_hits():
@@ -59,7 +59,7 @@ def test_sampled_softmax_masks_accidental_hits():
     items, events, targets = torch.tensor([[3, 4]]), torch.tensor([[1, 1]]), torch.tensor([[4, 5]])
     # with every catalog item drawn many times, the positives are drawn too; masked, the loss stays
     # the softmax over positive + real negatives, so it is finite and positive
-    loss = model.loss(items, events, targets, negatives=200)
+    loss = model.loss(items, events, targets, torch.zeros_like(targets), negatives=200)
     assert torch.isfinite(loss) and loss > 0
 
 
@@ -87,7 +87,7 @@ def test_masking_removes_history_and_padding_from_the_ranking():
 def test_history_masking_is_configurable_in_the_harness():
     data = cyclic_data(items=5)  # users revisit items, so targets are among their history
     # a scorer that puts the user's own items first: good unmasked, useless once they are masked
-    def history_first(inputs, events):
+    def history_first(inputs, events, gaps):
         scores = torch.zeros(len(inputs), data.vocab.n_items + 1)
         for row, seq in enumerate(inputs):
             scores[row, torch.from_numpy(seq)] = 1.0
@@ -98,7 +98,7 @@ def test_history_masking_is_configurable_in_the_harness():
 
 def test_training_windows_hold_out_validation_and_test():
     data = cyclic_data(users=3, length=12)
-    inputs, _, targets = training_windows(data, max_len=20)
+    inputs, _, targets, _ = training_windows(data, max_len=20)
     for u in range(3):
         seq = data.items[u]
         assert targets[u][targets[u] > 0].tolist() == seq[1:-2].tolist()  # never the last two
@@ -107,7 +107,7 @@ def test_training_windows_hold_out_validation_and_test():
 
 def test_long_histories_are_cut_into_windows_so_every_interaction_is_a_target():
     data = cyclic_data(users=1, length=25)
-    inputs, _, targets = training_windows(data, max_len=5)
+    inputs, _, targets, _ = training_windows(data, max_len=5)
     trained = sorted(t for row in targets for t in row if t > 0)
     assert trained == sorted(data.items[0][1:-2].tolist())
     assert len(training_windows(data, max_len=5, all_windows=False)[0]) == 1
@@ -149,3 +149,16 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path):
 
 def test_pad_left_right_aligns_and_truncates_from_the_start():
     assert pad_left([np.array([1, 2, 3]), np.array([4])], 2).tolist() == [[2, 3], [0, 4]]
+
+
+def test_gap_buckets_follow_the_time_scale():
+    assert gap_bucket([0.0, 30, 300, 2_000, 50_000, float("nan")]).tolist() == [1, 2, 3, 4, 6, 0]
+
+
+def test_the_prediction_depends_on_the_time_until_it():
+    torch.manual_seed(0)
+    model = tiny_model()
+    items, events = torch.tensor([[3, 4, 5]]), torch.tensor([[1, 1, 1]])
+    soon = model.scores(items, events, torch.from_numpy(gap_bucket([30.0])))
+    later = model.scores(items, events, torch.from_numpy(gap_bucket([86_400 * 3.0])))
+    assert not torch.allclose(soon, later)

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from model.inference import Recommender
 from model.lifecycle import recommender_scorer, train_and_register

@@ -24,7 +24,7 @@ from rtrec.generate import ShopConfig, generate
 from rtrec.settings import get_settings
 from serving.feature_store import open_store
 from serving.online_state import read_online
-from tests.conftest import free_port
+from tests.conftest import start_redis
 from tests.http_server import AUTH, TOKEN, Server
 
 
@@ -211,18 +211,8 @@ def test_acknowledged_events_survive_sigkill(shop):
         again.kill()
 
 
-def test_online_store_outage_degrades_to_the_popular_list(shop, redis_url, prefect_harness, monkeypatch):
-    import redis as redis_client
-
-    port = free_port()
-    redis_proc = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            redis_client.Redis.from_url(url).ping()
-            break
-        except redis_client.ConnectionError:
-            time.sleep(0.05)
+def test_online_store_outage_degrades_to_the_popular_list(shop, prefect_harness, monkeypatch):
+    redis_proc, url = start_redis()  # a server of its own, since this test kills it
     monkeypatch.setenv("RTREC_ONLINE_STORE", "redis")
     monkeypatch.setenv("RTREC_REDIS_URL", url)
     get_settings.cache_clear()
