@@ -24,8 +24,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Every benchmark, one after another (tens of minutes); each script also runs on its own.
 bench: $(STAMP)
 	$(BIN)/python bench/generate_bench.py
+	$(BIN)/python bench/dbt_bench.py
+	$(BIN)/python bench/feature_bench.py
+	$(BIN)/python bench/inference_bench.py
+	$(BIN)/python bench/serving_bench.py
+	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/pipeline_bench.py --events 100000 1000000
 
 # Re-resolve the pins (needs uv); run after editing requirements.in or pyproject.toml dependencies.
 lock:

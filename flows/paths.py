@@ -4,4 +4,3 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
-FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
