@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prepare_for_dbt(settings.landing_dir)
         app.state.store = open_store(settings)
         app.state.user_state = UserStateTable(app.state.store)
-        app.state.locks = UserLocks(settings.feast_dir / "locks", settings.redis_url if settings.online_store == "redis" else None)
+        redis_url = settings.redis_url if settings.online_store == "redis" else None
+        app.state.locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds)
         app.state.feedback = FeedbackLog(settings.feedback_dir)
         app.state.catalog = Catalog(settings.data_dir / "marts")
         app.state.models = ModelHolder(Registry(settings.models_dir))

@@ -95,12 +95,13 @@ def appended(state: UserState, item_id: str, event_type: str, max_len: int) -> t
 class UserLocks:
     """Per-user mutual exclusion across processes (file stripes) or hosts (Redis)."""
 
-    def __init__(self, lock_dir: Path | None = None, redis_url: str | None = None) -> None:
+    def __init__(self, lock_dir: Path | None = None, redis_url: str | None = None, timeout: float = 0.5) -> None:
         self.lock_dir, self.redis = lock_dir, None
         if redis_url:
             import redis
 
-            self.redis = redis.Redis.from_url(redis_url)
+            # fail fast when Redis is down (no backoff retries): the event is durable already
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
         else:
             lock_dir.mkdir(parents=True, exist_ok=True)
 

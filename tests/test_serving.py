@@ -225,6 +225,12 @@ def test_online_store_outage_degrades_to_the_popular_list(shop, prefect_harness,
         body = httpx.get(f"{srv.url}/v1/recommendations/u1").json()
         assert body["fallback"] and len(body["items"]) == 10
         assert "rtrec_fallbacks_total 1.0" in httpx.get(f"{srv.url}/metrics").text
+        # writes stay durable and fast while the online store is down; the online update is counted as failed
+        event = {"user_id": "u1", "item_id": "i2", "event_type": "view"}
+        started = time.perf_counter()
+        assert httpx.post(f"{srv.url}/v1/events", json=event, headers=AUTH).json()["accepted"] == 1
+        assert time.perf_counter() - started < 3
+        assert "rtrec_online_write_failures_total 1.0" in httpx.get(f"{srv.url}/metrics").text
     finally:
         srv.kill()
         get_settings.cache_clear()
