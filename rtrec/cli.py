@@ -19,6 +19,12 @@ app.add_typer(import_app, name="import")
 console = Console()
 
 
+def _fail(err: Exception) -> typer.Exit:
+    """Print a user-facing error (no traceback); raise the returned exit (status 2)."""
+    console.print(f"[red]error:[/red] {err}", soft_wrap=True)
+    return typer.Exit(2)
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -76,8 +82,7 @@ def import_movielens(
         with console.status(f"importing {path}"):
             manifest = run(path, settings.landing_dir)
     except MovieLensError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from err
+        raise _fail(err) from err
     console.print(
         f"imported {manifest['clean_events']:,} ratings, {manifest['items']:,} movies and "
         f"{manifest['users']:,} users from {manifest['source']} ({manifest['format']}) into {settings.landing_dir}"
@@ -96,8 +101,7 @@ def _load_data():
     try:
         return load_marts(get_settings().data_dir / "marts")
     except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from err
+        raise _fail(err) from err
 
 
 @app.command()
@@ -170,8 +174,7 @@ def model_promote(version: str) -> None:
     try:
         _registry().promote(version)
     except RegistryError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from err
+        raise _fail(err) from err
     console.print(f"{version} is current")
 
 
@@ -183,8 +186,7 @@ def model_rollback() -> None:
     try:
         version = _registry().rollback()
     except RegistryError as err:
-        console.print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(2) from err
+        raise _fail(err) from err
     console.print(f"rolled back: {version} is current")
 
 

@@ -119,10 +119,10 @@ def test_concurrent_pushes_for_one_user_lose_nothing(settings):
 
 def test_materialize_again_is_idempotent(settings):
     store = open_store(settings)
-    user = str(pq.read_table(settings.data_dir / "marts" / "item_features.parquet").column("item_id")[0])
-    first = read_online(store, "u2", [user])
+    item = str(pq.read_table(settings.data_dir / "marts" / "item_features.parquet").column("item_id")[0])
+    first = read_online(store, "u2", [item])
     materialize()
-    assert read_online(open_store(settings), "u2", [user]) == first
+    assert read_online(open_store(settings), "u2", [item]) == first
 
 
 def test_feature_state_lists_follow_the_funnel():
