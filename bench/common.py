@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flows.paths import DBT_PROJECT_DIR
@@ -23,17 +23,21 @@ def use_data_dir(data_dir: Path, **env: str) -> None:
 def dbt_build(data_dir: Path) -> float:
     dbt = str(Path(sys.executable).with_name("dbt"))
     start = time.perf_counter()
-    subprocess.run([dbt, "build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-                   env={**os.environ, "RTREC_DATA_DIR": str(data_dir.resolve())}, check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [dbt, "build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
+        env={**os.environ, "RTREC_DATA_DIR": str(data_dir.resolve())},
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
 def materialize() -> None:
-    from serving.feature_store import definitions, open_store
+    from rtrec.feature_store import definitions, open_store
 
     store = open_store(get_settings())
     store.apply(definitions())
-    store.materialize(start_date=datetime(1970, 1, 1, tzinfo=timezone.utc), end_date=datetime.now(timezone.utc))
+    store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=datetime.now(UTC))
 
 
 def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, epochs: int = 1) -> None:
@@ -48,11 +52,21 @@ def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, ep
         from model.train import preset
 
         model_cfg, train_cfg = preset(train_preset, epochs=epochs)
-        train_and_register(load_marts(data_dir / "marts"), Registry(data_dir / "models"), model_cfg, train_cfg, progress=False)
+        train_and_register(
+            load_marts(get_settings().marts_dir),
+            Registry(get_settings().models_dir),
+            model_cfg,
+            train_cfg,
+            progress=False,
+        )
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     import numpy as np
 
     ms = np.array(samples_s) * 1000
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99))}
+    return {
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+    }

@@ -1,6 +1,6 @@
 """`dbt build` time versus data size: a full build, then an incremental build after 10% more events.
 
-    python bench/dbt_bench.py [--events 1000000 10000000]
+python bench/dbt_bench.py [--events 1000000 10000000]
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ from rtrec.generate import ShopConfig, generate
 
 def dbt(data_dir: Path, *args: str) -> float:
     env = {**os.environ, "RTREC_DATA_DIR": str(data_dir)}
-    cmd = [str(Path(sys.executable).with_name("dbt")), *args, "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
+    cmd = [
+        str(Path(sys.executable).with_name("dbt")),
+        *args,
+        "--project-dir",
+        str(DBT_PROJECT_DIR),
+        "--profiles-dir",
+        str(DBT_PROJECT_DIR),
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -33,7 +40,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     args = parser.parse_args()
-    table = Table("events", "full build s", "incremental build s (+10%)", "full / incremental", title="dbt build on DuckDB")
+    table = Table(
+        "events", "full build s", "incremental build s (+10%)", "full / incremental", title="dbt build on DuckDB"
+    )
     for events in args.events:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)

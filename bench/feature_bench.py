@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -23,10 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import materialize, percentiles, prepare, use_data_dir
+from rtrec.feature_store import open_store
 from rtrec.generate import ShopConfig
+from rtrec.online_state import UserLocks, UserStateTable, push_event, read_online
 from rtrec.settings import get_settings
-from serving.feature_store import open_store
-from serving.online_state import UserLocks, UserStateTable, push_event, read_online
 
 
 def free_port() -> int:
@@ -50,9 +50,20 @@ def measure(store_kind: str, reads: int, pushes: int, users: int) -> list[tuple[
     push_samples, table = [], UserStateTable(store)
     for n in range(pushes):
         start = time.perf_counter()
-        push_event(table, locks, f"u{random.randrange(users)}", f"i{n % 1000}", "view", datetime.now(timezone.utc), settings.max_recent_items)
+        push_event(
+            table,
+            locks,
+            f"u{random.randrange(users)}",
+            f"i{n % 1000}",
+            "view",
+            datetime.now(UTC),
+            settings.max_recent_items,
+        )
         push_samples.append(time.perf_counter() - start)
-    return [(f"{store_kind}: user-state read", percentiles(samples)), (f"{store_kind}: push (read + write, locked)", percentiles(push_samples))]
+    return [
+        (f"{store_kind}: user-state read", percentiles(samples)),
+        (f"{store_kind}: push (read + write, locked)", percentiles(push_samples)),
+    ]
 
 
 def main() -> None:
@@ -67,8 +78,10 @@ def main() -> None:
         prepare(data, cfg)
         rows += measure("sqlite", args.reads, args.pushes, cfg.users)
         port = free_port()
-        redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no"],
-                                 stdout=subprocess.DEVNULL)  # fmt: skip
+        redis = subprocess.Popen(
+            [shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             time.sleep(0.5)
             use_data_dir(data, RTREC_ONLINE_STORE="redis", RTREC_REDIS_URL=f"redis://127.0.0.1:{port}/0")
@@ -76,8 +89,13 @@ def main() -> None:
             rows += measure("redis", args.reads, args.pushes, cfg.users)
         finally:
             redis.terminate()
-    table = Table("operation", "p50 ms", "p90 ms", "p99 ms",
-                  title=f"Feast online store, {cfg.users:,} users, {cfg.items:,} items, in-process calls")  # fmt: skip
+    table = Table(
+        "operation",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        title=f"Feast online store, {cfg.users:,} users, {cfg.items:,} items, in-process calls",
+    )
     for name, p in rows:
         table.add_row(name, f"{p['p50']:.2f}", f"{p['p90']:.2f}", f"{p['p99']:.2f}")
     Console(width=140).print(table)

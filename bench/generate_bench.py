@@ -1,6 +1,6 @@
 """Time and peak memory of `rtrec generate` at scale (default: 10M events, 100k users, 10k items).
 
-    python bench/generate_bench.py [--events N]
+python bench/generate_bench.py [--events N]
 """
 
 from __future__ import annotations
@@ -32,9 +32,15 @@ def main() -> None:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     table = Table("events", "users", "items", "rows written", "seconds", "events/s", "peak RSS MiB", "MiB on disk")
     table.add_row(
-        f"{cfg.events:,}", f"{cfg.users:,}", f"{cfg.items:,}", f"{manifest['total_rows']:,}", f"{seconds:.1f}",
-        f"{cfg.events / seconds:,.0f}", f"{peak_mib:,.0f}", f"{size / 2**20:,.0f}",
-    )  # fmt: skip
+        f"{cfg.events:,}",
+        f"{cfg.users:,}",
+        f"{cfg.items:,}",
+        f"{manifest['total_rows']:,}",
+        f"{seconds:.1f}",
+        f"{cfg.events / seconds:,.0f}",
+        f"{peak_mib:,.0f}",
+        f"{size / 2**20:,.0f}",
+    )
     Console(width=160).print(table)
 
 

@@ -15,7 +15,7 @@ from rtrec.settings import get_settings
 
 
 def main() -> None:
-    data = load_marts(get_settings().data_dir / "marts")
+    data = load_marts(get_settings().marts_dir)
     model_cfg, train_cfg = preset("gpu-large", epochs=10, patience=10)
     print(f"device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu (no CUDA)'}")
     windows = len(training_windows(data, model_cfg.max_len)[0])
@@ -29,7 +29,9 @@ def main() -> None:
     flops = tokens * (6 * params + 6 * model_cfg.layers * n * d + 6 * d * v)
     print(f"loss by epoch: {[round(x, 3) for x in losses]}")
     print(f"loss went down: {losses[-1] < losses[0]}")
-    print(f"sequences/s: {windows * epochs / result.seconds:,.0f}   achieved TFLOP/s: {flops / result.seconds / 1e12:.2f}")
+    print(
+        f"sequences/s: {windows * epochs / result.seconds:,.0f}   achieved TFLOP/s: {flops / result.seconds / 1e12:.2f}"
+    )
     print(f"best validation NDCG@10: {result.best.get('val_ndcg@10', 0):.4f} in {result.seconds:.0f} s")
 
 

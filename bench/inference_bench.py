@@ -19,10 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import percentiles
-from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
+from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
 from model.inference import Recommender
 from model.sasrec import SASRec
 from model.train import PRESETS
+from rtrec.events import EVENT_TYPES
 
 
 def main() -> None:
@@ -34,9 +35,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = PRESETS[args.preset][0]
     n = args.items
-    vocab = Vocabulary([f"i{k}" for k in range(n)], [0] + [k % 20 + 1 for k in range(n)], [0] + [k % 10 + 1 for k in range(n)],
-                       [f"c{k}" for k in range(20)])  # fmt: skip
-    model = SASRec(cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS, GAP_BUCKETS)
+    vocab = Vocabulary(
+        [f"i{k}" for k in range(n)],
+        [0] + [k % 20 + 1 for k in range(n)],
+        [0] + [k % 10 + 1 for k in range(n)],
+        [f"c{k}" for k in range(20)],
+    )
+    model = SASRec(
+        cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS, GAP_BUCKETS
+    )
     rec = Recommender(model, vocab, "bench")
     history = lambda: [(f"i{random.randrange(n)}", random.choice(EVENT_TYPES[:4])) for _ in range(cfg.max_len)]  # noqa: E731
     for _ in range(50):
@@ -47,9 +54,17 @@ def main() -> None:
         start = time.perf_counter()
         rec.recommend(h, k=10, exclude=[i for i, _ in h])
         single.append(time.perf_counter() - start)
-    table = Table("call", "p50 ms", "p99 ms", "users/s", title=f"SASRec '{args.preset}' inference, {n:,} items, {args.threads} thread(s)")
+    table = Table(
+        "call",
+        "p50 ms",
+        "p99 ms",
+        "users/s",
+        title=f"SASRec '{args.preset}' inference, {n:,} items, {args.threads} thread(s)",
+    )
     p = percentiles(single)
-    table.add_row("recommend (1 user, 50 recent items, top-10)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{1000 / p['p50']:,.0f}")
+    table.add_row(
+        "recommend (1 user, 50 recent items, top-10)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{1000 / p['p50']:,.0f}"
+    )
     for batch in (16, 64, 256):
         histories = [history() for _ in range(batch)]
         times = []
@@ -58,7 +73,9 @@ def main() -> None:
             rec.recommend_batch(histories, k=10)
             times.append(time.perf_counter() - start)
         p = percentiles(times)
-        table.add_row(f"recommend_batch ({batch} users)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{batch * 1000 / p['p50']:,.0f}")
+        table.add_row(
+            f"recommend_batch ({batch} users)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{batch * 1000 / p['p50']:,.0f}"
+        )
     Console(width=140).print(table)
 
 

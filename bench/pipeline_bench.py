@@ -30,21 +30,29 @@ def main() -> None:
     from flows.materialize import materialize
     from flows.train import train
 
-    table = Table("events", "generate s", "etl (dbt) s", "materialize s", f"train ({args.epochs} epochs) s", "total s",
-                  title="nightly flow, time per step")  # fmt: skip
+    table = Table(
+        "events",
+        "generate s",
+        "etl (dbt) s",
+        "materialize s",
+        f"train ({args.epochs} epochs) s",
+        "total s",
+        title="nightly flow, time per step",
+    )
     for events in args.events:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp)
             use_data_dir(data)
             times = []
-            for step in (
-                lambda: generate(ShopConfig(users=max(1_000, events // 100), items=10_000, events=events), data / "landing"),
-                lambda: etl(),
-                lambda: materialize(),
-                lambda: train(preset_name="cpu", epochs=args.epochs),
+            shop = ShopConfig(users=max(1_000, events // 100), items=10_000, events=events)
+            for step, kwargs in (
+                (generate, {"cfg": shop, "landing": data / "landing"}),
+                (etl, {}),
+                (materialize, {}),
+                (train, {"preset_name": "cpu", "epochs": args.epochs}),
             ):
                 start = time.perf_counter()
-                step()
+                step(**kwargs)
                 times.append(time.perf_counter() - start)
         table.add_row(f"{events:,}", *(f"{t:.1f}" for t in times), f"{sum(times):.1f}")
         Console(width=140).print(table)

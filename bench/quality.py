@@ -27,6 +27,7 @@ from model.evaluate import evaluate
 from model.train import preset, sasrec_scorer, train
 from rtrec.generate import ShopConfig, generate
 from rtrec.movielens import fetch_sample, import_movielens
+from rtrec.settings import get_settings
 
 # Per data set: (preset, TrainConfig overrides, ModelConfig overrides), chosen on the validation split.
 SETTINGS = {
@@ -42,7 +43,7 @@ def load(name: str, data: Path, cache: Path):
     else:
         import_movielens(fetch_sample("ml-100k", cache), data / "landing")
     dbt_build(data)
-    return load_marts(data / "marts")
+    return load_marts(get_settings().marts_dir)
 
 
 def main() -> None:
@@ -50,8 +51,16 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["generated", "movielens"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    table = Table("data", "model", "HR@10", "NDCG@10", "MRR@10", "coverage", "train s",
-                  title="test split, full ranking, history masked")  # fmt: skip
+    table = Table(
+        "data",
+        "model",
+        "HR@10",
+        "NDCG@10",
+        "MRR@10",
+        "coverage",
+        "train s",
+        title="test split, full ranking, history masked",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets:
             data = load(name, Path(tmp) / name, Path(tmp) / "cache")
@@ -72,8 +81,15 @@ def main() -> None:
                 rows.append(("oracle ceiling", oracle, None))
                 rows.append(("SASRec / oracle", {k: ours[k] / oracle[k] for k in ("hr@10", "ndcg@10", "mrr@10")}, None))
             for model, m, seconds in rows:
-                table.add_row(name, model, f"{m['hr@10']:.4f}", f"{m['ndcg@10']:.4f}", f"{m['mrr@10']:.4f}",
-                              f"{m['coverage']:.3f}" if "coverage" in m else "-", f"{seconds:.1f}" if seconds is not None else "-")  # fmt: skip
+                table.add_row(
+                    name,
+                    model,
+                    f"{m['hr@10']:.4f}",
+                    f"{m['ndcg@10']:.4f}",
+                    f"{m['mrr@10']:.4f}",
+                    f"{m['coverage']:.3f}" if "coverage" in m else "-",
+                    f"{seconds:.1f}" if seconds is not None else "-",
+                )
     Console(width=160).print(table)
 
 

@@ -49,11 +49,13 @@ async def succeeded(request) -> bool:
 async def fixed_rate(url, call, users, rate, seconds):
     latencies, errors = [], 0
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=200)) as client:
+
         async def one():
             nonlocal errors
             start = time.perf_counter()
             errors += not await succeeded(call(client, users))
             latencies.append(time.perf_counter() - start)
+
         tasks, begin = [], time.perf_counter()
         for n in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, begin + n / rate - time.perf_counter()))
@@ -74,6 +76,7 @@ async def saturate(url, call, users, concurrency, seconds):
                 start = time.perf_counter()
                 errors += not await succeeded(call(client, users))
                 latencies.append(time.perf_counter() - start)
+
         begin = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - begin
@@ -95,8 +98,11 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         rtrec = str(Path(sys.executable).with_name("rtrec"))
-        server = subprocess.Popen([rtrec, "serve", "--port", str(port), "--workers", str(args.workers)],
-                                  env={**os.environ, "RTREC_DATA_DIR": str(data)}, start_new_session=True)  # fmt: skip
+        server = subprocess.Popen(
+            [rtrec, "serve", "--port", str(port), "--workers", str(args.workers)],
+            env={**os.environ, "RTREC_DATA_DIR": str(data)},
+            start_new_session=True,
+        )
         try:
             for _ in range(300):
                 try:
@@ -105,18 +111,33 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.2)
             asyncio.run(fixed_rate(url, get, cfg.users, 50, 2))  # warm-up
-            table = Table("run", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors",
-                          title=f"rtrec serve, {args.workers} workers, {cfg.items:,}-item catalog, loopback")  # fmt: skip
+            table = Table(
+                "run",
+                "requests/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "errors",
+                title=f"rtrec serve, {args.workers} workers, {cfg.items:,}-item catalog, loopback",
+            )
             runs = [
                 (f"GET at {args.rate}/s", fixed_rate(url, get, cfg.users, args.rate, args.seconds)),
                 (f"POST at {args.rate}/s", fixed_rate(url, post, cfg.users, args.rate, args.seconds)),
-                (f"GET saturated ({args.concurrency} clients)", saturate(url, get, cfg.users, args.concurrency, args.seconds)),
-                (f"POST saturated ({args.concurrency} clients)", saturate(url, post, cfg.users, args.concurrency, args.seconds)),
+                (
+                    f"GET saturated ({args.concurrency} clients)",
+                    saturate(url, get, cfg.users, args.concurrency, args.seconds),
+                ),
+                (
+                    f"POST saturated ({args.concurrency} clients)",
+                    saturate(url, post, cfg.users, args.concurrency, args.seconds),
+                ),
             ]
             for name, run in runs:
                 latencies, errors, throughput = asyncio.run(run)
                 p = percentiles(latencies)
-                table.add_row(name, f"{throughput:,.0f}", f"{p['p50']:.2f}", f"{p['p90']:.2f}", f"{p['p99']:.2f}", str(errors))
+                table.add_row(
+                    name, f"{throughput:,.0f}", f"{p['p50']:.2f}", f"{p['p90']:.2f}", f"{p['p99']:.2f}", str(errors)
+                )
             Console(width=140).print(table)
         finally:
             os.killpg(server.pid, signal.SIGTERM)

@@ -15,9 +15,14 @@ from feast.types import Array, Float64, Int64, String, UnixTimestamp
 
 from rtrec.settings import get_settings
 
-MARTS = get_settings().data_dir.resolve() / "marts"
+MARTS = get_settings().marts_dir.resolve()
 
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shopper (user_id of the event contract).")
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="A shopper (user_id of the event contract).",
+)
 item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A catalog item.")
 
 user_features_source = FileSource(

@@ -9,7 +9,7 @@ from prefect.runtime import flow_run
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from flows.paths import DBT_PROJECT_DIR
-from rtrec.landing import prepare_for_dbt
+from rtrec.landing import ensure_landing_zone
 from rtrec.settings import get_settings
 
 FAILED = {"fail", "error", "runtime error"}
@@ -37,7 +37,8 @@ def dbt_build(full_refresh: bool = False) -> dict[str, int]:
 
     Returns the count of nodes by status; raises DbtBuildFailed naming every failed node."""
     settings = get_settings()
-    prepare_for_dbt(settings.landing_dir)
+    ensure_landing_zone(settings.landing_dir)
+    settings.marts_dir.mkdir(parents=True, exist_ok=True)
     # dbt's profile and sources read the data location from the environment.
     os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
     retrying = (flow_run.run_count or 1) > 1 and not full_refresh

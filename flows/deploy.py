@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
@@ -19,11 +21,8 @@ DEPLOYMENTS = {
 
 
 def ensure_work_pool(name: str) -> None:
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
-        except ObjectAlreadyExists:
-            pass
+    with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
 def deploy(settings: Settings, gpu: bool = True) -> dict[str, str]:
@@ -34,9 +33,17 @@ def deploy(settings: Settings, gpu: bool = True) -> dict[str, str]:
             continue
         ensure_work_pool(pool)
         flow = nightly.from_source(source=str(REPO_ROOT), entrypoint="flows/nightly.py:nightly")
-        ids[name] = str(flow.deploy(
-            name=name, work_pool_name=pool, build=False, push=False, print_next_steps=False,
-            schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
-            parameters=parameters, tags=["rtrec"], job_variables={"env": {"RTREC_DATA_DIR": str(settings.data_dir.resolve())}},
-        ))  # fmt: skip
+        ids[name] = str(
+            flow.deploy(
+                name=name,
+                work_pool_name=pool,
+                build=False,
+                push=False,
+                print_next_steps=False,
+                schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
+                parameters=parameters,
+                tags=["rtrec"],
+                job_variables={"env": {"RTREC_DATA_DIR": str(settings.data_dir.resolve())}},
+            )
+        )
     return ids

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger, task
 
+from rtrec.feature_store import definitions, open_store
 from rtrec.settings import get_settings
-from serving.feature_store import definitions, open_store
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @task(name="feast-apply", retries=2, retry_delay_seconds=5)
@@ -30,7 +30,7 @@ def feast_materialize(end: datetime | None = None) -> dict[str, int]:
     A view materialized before continues from where it stopped (incremental); a new one starts at
     the epoch, because replayed or imported histories (MovieLens is from 1998) are older than any TTL."""
     store = open_store(get_settings())
-    end = end or datetime.now(timezone.utc)
+    end = end or datetime.now(UTC)
     logger = get_run_logger()
     written = {}
     for view in store.list_feature_views():

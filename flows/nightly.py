@@ -32,6 +32,8 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
         try:
             results[name] = step()
         except Exception as err:
-            raise NightlyStepFailed(f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}") from err
+            raise NightlyStepFailed(
+                f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
+            ) from err
         get_run_logger().info("nightly step %s done", name)
     return results

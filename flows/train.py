@@ -22,20 +22,35 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
     model_cfg, train_cfg = preset(preset_name, device=device, **({"epochs": epochs} if epochs else {}))
     registry = Registry(settings.models_dir)
     # a crash mid-training resumes from this checkpoint when the flow is retried
-    return train_and_register(load_marts(settings.data_dir / "marts"), registry, model_cfg, train_cfg,
-                              checkpoint=settings.models_dir / "checkpoint.pt", progress=False)  # fmt: skip
+    return train_and_register(
+        load_marts(settings.marts_dir),
+        registry,
+        model_cfg,
+        train_cfg,
+        checkpoint=settings.models_dir / "checkpoint.pt",
+        progress=False,
+    )
 
 
 @task(name="publish-training-artifacts")
 def publish(report: TrainReport) -> None:
     rows = [{"model": f"new {report.version}", **{m: round(report.metrics[m], 4) for m in METRICS}}]
     if report.current_metrics:
-        rows.append({"model": f"current {report.current_version}", **{m: round(report.current_metrics[m], 4) for m in METRICS}})
-    decision = "promoted: not worse than the current model" if report.promoted else "kept the current model: the new one is worse"
+        rows.append(
+            {"model": f"current {report.current_version}", **{m: round(report.current_metrics[m], 4) for m in METRICS}}
+        )
+    decision = (
+        "promoted: not worse than the current model"
+        if report.promoted
+        else "kept the current model: the new one is worse"
+    )
     create_table_artifact(key="model-comparison", table=rows, description=f"Promotion decision: {decision}.")
     curve = Registry(get_settings().models_dir).path(report.version) / "curve.png"
     encoded = base64.b64encode(curve.read_bytes()).decode()
-    create_markdown_artifact(key="training-curve", markdown=f"# Training curve of {report.version}\n\n![curve](data:image/png;base64,{encoded})")
+    create_markdown_artifact(
+        key="training-curve",
+        markdown=f"# Training curve of {report.version}\n\n![curve](data:image/png;base64,{encoded})",
+    )
     get_run_logger().info("model %s: %s", report.version, decision)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+from rtrec.events import EVENT_INDEX, EVENT_TYPES
+
 PRICE_BUCKETS = 10
 # Upper edges (seconds) of the buckets of time until the next interaction: same second, a minute,
 # ten minutes, an hour, six hours, a day, a week, a month, later. Bucket 0 means unknown.
@@ -100,15 +101,14 @@ def build_vocabulary(item_ids: list[str], item_features: pd.DataFrame | None) ->
 def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData:
     """frame: user_id, item_id, event_type, position, split and optionally ts (the training_interactions mart)."""
     index = vocab.item_index()
-    event_index = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
     frame = frame.sort_values(["user_id", "position"], kind="stable")
     item_idx = frame["item_id"].map(index).fillna(0).to_numpy(np.int64)
-    event_idx = frame["event_type"].map(event_index).fillna(0).to_numpy(np.int64)
+    event_idx = frame["event_type"].map(EVENT_INDEX).fillna(0).to_numpy(np.int64)
     times = (
         pd.to_datetime(frame["ts"]).astype("int64").to_numpy() / 1e9 if "ts" in frame else np.full(len(frame), np.nan)
     )
     users, starts = np.unique(frame["user_id"].to_numpy(), return_index=True)
-    bounds = list(starts[1:]) + [len(frame)]
+    bounds = [*starts[1:], len(frame)]
     held = frame.groupby("user_id", sort=True)["split"].agg(lambda s: (s == "test").any())
     return SequenceData(
         vocab=vocab,
@@ -127,7 +127,9 @@ def load_marts(marts_dir: Path) -> SequenceData:
         raise FileNotFoundError(f"{path} not found: run the etl flow (dbt build) first")
     frame = pd.read_parquet(path, columns=["user_id", "item_id", "event_type", "ts", "position", "split"])
     features_path = marts_dir / "item_features.parquet"
-    features = pd.read_parquet(features_path, columns=["item_id", "category", "price"]) if features_path.exists() else None
+    features = (
+        pd.read_parquet(features_path, columns=["item_id", "category", "price"]) if features_path.exists() else None
+    )
     item_ids = sorted(frame["item_id"].unique(), key=lambda s: (len(s), s))
     return sequences_from_frame(frame, build_vocabulary(item_ids, features))
 

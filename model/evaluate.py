@@ -21,7 +21,12 @@ Scorer = Callable[[list[np.ndarray], list[np.ndarray], np.ndarray], torch.Tensor
 
 
 def evaluate(
-    scorer: Scorer, data: SequenceData, split: str = "test", k: int = 10, mask_history: bool = True, batch_size: int = 512
+    scorer: Scorer,
+    data: SequenceData,
+    split: str = "test",
+    k: int = 10,
+    mask_history: bool = True,
+    batch_size: int = 512,
 ) -> dict[str, float]:
     _, inputs, events, gaps, targets = data.holdout(split)
     all_ranks, recommended = [], set()

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, Vocabulary, gap_bucket, pad_left
+from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary, gap_bucket, pad_left
 from model.sasrec import ModelConfig, SASRec
-
-EVENT_INDEX = {e: i + 1 for i, e in enumerate(EVENT_TYPES)}
+from rtrec.events import EVENT_INDEX, EVENT_TYPES
 
 
 @dataclass
@@ -34,10 +33,15 @@ class Recommender:
         config = json.loads((version_dir / "config.json").read_text())
         vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
         model = SASRec(
-            ModelConfig(**config["model"]), vocab.n_items, len(vocab.categories), vocab.item_category,
-            vocab.item_price_bucket, n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS,
+            ModelConfig(**config["model"]),
+            vocab.n_items,
+            len(vocab.categories),
+            vocab.item_category,
+            vocab.item_price_bucket,
+            n_event_types=len(EVENT_TYPES),
+            n_price_buckets=PRICE_BUCKETS,
             n_gap_buckets=GAP_BUCKETS,
-        )  # fmt: skip
+        )
         model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
         return cls(model, vocab, version_dir.name)
 
@@ -59,7 +63,10 @@ class Recommender:
 
     @torch.inference_mode()
     def recommend_batch(
-        self, histories: Sequence[Sequence[tuple[str, str]]], k: int = 10, excludes: Sequence[Iterable[str]] | None = None,
+        self,
+        histories: Sequence[Sequence[tuple[str, str]]],
+        k: int = 10,
+        excludes: Sequence[Iterable[str]] | None = None,
         idle_seconds: Sequence[float | None] | None = None,
     ) -> list[list[tuple[str, float]]]:
         """Top-k per history; idle_seconds: time since each user's last event (None: unknown)."""
@@ -82,6 +89,10 @@ class Recommender:
         return out
 
     def recommend(
-        self, history: Sequence[tuple[str, str]], k: int = 10, exclude: Iterable[str] = (), idle_seconds: float | None = None
+        self,
+        history: Sequence[tuple[str, str]],
+        k: int = 10,
+        exclude: Iterable[str] = (),
+        idle_seconds: float | None = None,
     ) -> list[tuple[str, float]]:
         return self.recommend_batch([history], k, [exclude], [idle_seconds])[0]

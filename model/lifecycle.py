@@ -27,7 +27,9 @@ def recommender_scorer(recommender: Recommender, data: SequenceData) -> Scorer:
     def score(inputs: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
         mapped = [to_model[s] for s in inputs]
         kept = [m > 0 for m in mapped]
-        model_scores = recommender.scores([m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)], gaps)
+        model_scores = recommender.scores(
+            [m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)], gaps
+        )
         scores = model_scores[:, gather]  # [B, V_data + 1]
         return scores.masked_fill(~known, float("-inf"))
 
@@ -45,11 +47,20 @@ class TrainReport:
     history: list[dict] = field(default_factory=list)
 
 
-def save_version(registry: Registry, result: TrainResult, data: SequenceData, model_cfg: ModelConfig,
-                 train_cfg: TrainConfig, metrics: dict) -> str:  # fmt: skip
+def save_version(
+    registry: Registry,
+    result: TrainResult,
+    data: SequenceData,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    metrics: dict,
+) -> str:
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
-        dump_json({"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device}, directory / "config.json")
+        dump_json(
+            {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device},
+            directory / "config.json",
+        )
         dump_json(data.vocab.to_dict(), directory / "vocab.json")
         dump_json(metrics, directory / "metrics.json")
         (directory / "history.json").write_text(json.dumps(result.history))
@@ -63,9 +74,13 @@ def evaluate_both_splits(scorer: Scorer, data: SequenceData) -> dict:
 
 
 def train_and_register(
-    data: SequenceData, registry: Registry, model_cfg: ModelConfig, train_cfg: TrainConfig,
-    checkpoint: Path | None = None, progress: bool = True,
-) -> TrainReport:  # fmt: skip
+    data: SequenceData,
+    registry: Registry,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+) -> TrainReport:
     """Train a model, register it, and make it current if its validation NDCG@10 is not worse than
     the current model's on the same data. A failure anywhere leaves the current model untouched."""
     result = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=progress)
@@ -78,7 +93,9 @@ def train_and_register(
     if current is not None:
         current_metrics = evaluate_both_splits(recommender_scorer(Recommender.load(registry.path(current)), data), data)
     version = save_version(registry, result, data, model_cfg, train_cfg, metrics)
-    promoted = not_worse(metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None)
+    promoted = not_worse(
+        metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None
+    )
     if promoted:
         registry.promote(version, reason="validation NDCG@10 not worse than the current model's")
     if checkpoint is not None:

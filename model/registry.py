@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -39,7 +39,7 @@ class Registry:
     def create(self, write) -> str:
         """Make a new version: `write(directory)` fills a temporary directory that is then renamed."""
         self.versions.mkdir(parents=True, exist_ok=True)
-        version = datetime.now(timezone.utc).strftime("v%Y%m%d-%H%M%S-%f")
+        version = datetime.now(UTC).strftime("v%Y%m%d-%H%M%S-%f")
         staging = self.versions / f".{version}.partial"
         staging.mkdir()
         try:
@@ -101,7 +101,7 @@ class Registry:
 
     def _switch(self, version: str, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        entry["at"] = datetime.now(timezone.utc).isoformat()
+        entry["at"] = datetime.now(UTC).isoformat()
         with self.log.open("a") as log:
             log.write(json.dumps(entry) + "\n")
             log.flush()

@@ -15,22 +15,42 @@ from model.registry import Registry
 
 
 def evaluation_table(
-    data: SequenceData, registry: Registry, split: str = "test", mask_history: bool = True, oracle_path: Path | None = None
+    data: SequenceData,
+    registry: Registry,
+    split: str = "test",
+    mask_history: bool = True,
+    oracle_path: Path | None = None,
 ) -> list[dict]:
     rows = []
     start = time.perf_counter()
     scorer = most_popular(data, split)
-    rows.append({"model": "MostPop", "seconds": time.perf_counter() - start, **evaluate(scorer, data, split, mask_history=mask_history)})
+    rows.append(
+        {
+            "model": "MostPop",
+            "seconds": time.perf_counter() - start,
+            **evaluate(scorer, data, split, mask_history=mask_history),
+        }
+    )
     start = time.perf_counter()
     scorer, l2 = tuned_ease(data, split)
-    rows.append({"model": f"EASE (l2={l2:g})", "seconds": time.perf_counter() - start,
-                 **evaluate(scorer, data, split, mask_history=mask_history)})  # fmt: skip
+    rows.append(
+        {
+            "model": f"EASE (l2={l2:g})",
+            "seconds": time.perf_counter() - start,
+            **evaluate(scorer, data, split, mask_history=mask_history),
+        }
+    )
     current = registry.current()
     if current is not None:
         recommender = Recommender.load(registry.path(current))
         metrics = registry.metrics(current)
-        rows.append({"model": f"SASRec {current}", "seconds": metrics.get("train_seconds"),
-                     **evaluate(recommender_scorer(recommender, data), data, split, mask_history=mask_history)})  # fmt: skip
+        rows.append(
+            {
+                "model": f"SASRec {current}",
+                "seconds": metrics.get("train_seconds"),
+                **evaluate(recommender_scorer(recommender, data), data, split, mask_history=mask_history),
+            }
+        )
     if oracle_path is not None and oracle_path.exists():
         oracle = json.loads(oracle_path.read_text())
         mode = "masked" if mask_history else "unmasked"

@@ -41,9 +41,11 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.norm2 = nn.LayerNorm(cfg.dim)
         self.ff = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.ff_mult * cfg.dim), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.dim, cfg.ff_mult * cfg.dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
             nn.Linear(cfg.ff_mult * cfg.dim, cfg.dim),
-        )  # fmt: skip
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -57,9 +59,16 @@ class Block(nn.Module):
 
 class SASRec(nn.Module):
     def __init__(
-        self, cfg: ModelConfig, n_items: int, n_categories: int, item_category: list[int], item_price_bucket: list[int],
-        n_event_types: int, n_price_buckets: int, n_gap_buckets: int,
-    ) -> None:  # fmt: skip
+        self,
+        cfg: ModelConfig,
+        n_items: int,
+        n_categories: int,
+        item_category: list[int],
+        item_price_bucket: list[int],
+        n_event_types: int,
+        n_price_buckets: int,
+        n_gap_buckets: int,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
@@ -89,7 +98,7 @@ class SASRec(nn.Module):
 
     def encode(self, items: torch.Tensor, events: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """items, events: [B, N] left-padded. Returns [B, N, D] states; state t has seen tokens <= t."""
-        b, n = items.shape
+        n = items.shape[1]
         table = self.item_table() if table is None else table
         real = items > 0  # [B, N]
         # position 1 is the newest token: recency means the same at every sequence length
@@ -110,7 +119,9 @@ class SASRec(nn.Module):
         """The states that score the next item, given the time bucket until it (0: unknown)."""
         return states + self.gap(gaps) if self.cfg.next_gap else states
 
-    def scores(self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(
+        self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, table: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding);
         gaps [B]: bucket of the time from the last item to the moment of the request."""
         table = self.item_table() if table is None else table

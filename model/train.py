@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from model.data import EVENT_TYPES, GAP_BUCKETS, PRICE_BUCKETS, SequenceData, gap_bucket, pad_left
+from model.data import GAP_BUCKETS, PRICE_BUCKETS, SequenceData, gap_bucket, pad_left
 from model.evaluate import Scorer, evaluate
 from model.sasrec import ModelConfig, SASRec
+from rtrec.events import EVENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,17 @@ class TrainConfig:
 
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # seconds, for tests
-    "tiny": (ModelConfig(max_len=20, dim=32, layers=1, heads=1, dropout=0.1), TrainConfig(epochs=8, batch_size=64, patience=3)),
+    "tiny": (
+        ModelConfig(max_len=20, dim=32, layers=1, heads=1, dropout=0.1),
+        TrainConfig(epochs=8, batch_size=64, patience=3),
+    ),
     # the default on a laptop-class CPU
     "cpu": (ModelConfig(max_len=50, dim=64, layers=2, heads=2, dropout=0.2), TrainConfig(epochs=100, patience=8)),
     # long MovieLens-style histories
-    "cpu-long": (ModelConfig(max_len=200, dim=64, layers=2, heads=2, dropout=0.2), TrainConfig(epochs=200, patience=20)),
+    "cpu-long": (
+        ModelConfig(max_len=200, dim=64, layers=2, heads=2, dropout=0.2),
+        TrainConfig(epochs=200, patience=20),
+    ),
     # a GPU host: larger network, bigger batches (bf16 autocast is switched on for CUDA)
     "gpu-large": (
         ModelConfig(max_len=200, dim=256, layers=4, heads=4, dropout=0.2),
@@ -66,9 +73,15 @@ def resolve_device(name: str) -> torch.device:
 def build_model(model_cfg: ModelConfig, data: SequenceData) -> SASRec:
     vocab = data.vocab
     return SASRec(
-        model_cfg, vocab.n_items, len(vocab.categories), vocab.item_category, vocab.item_price_bucket,
-        n_event_types=len(EVENT_TYPES), n_price_buckets=PRICE_BUCKETS, n_gap_buckets=GAP_BUCKETS,
-    )  # fmt: skip
+        model_cfg,
+        vocab.n_items,
+        len(vocab.categories),
+        vocab.item_category,
+        vocab.item_price_bucket,
+        n_event_types=len(EVENT_TYPES),
+        n_price_buckets=PRICE_BUCKETS,
+        n_gap_buckets=GAP_BUCKETS,
+    )
 
 
 def sasrec_scorer(model: SASRec, device: torch.device) -> Scorer:
@@ -121,7 +134,11 @@ def seed_everything(seed: int) -> None:
 
 
 def train(
-    data: SequenceData, model_cfg: ModelConfig, train_cfg: TrainConfig, checkpoint: Path | None = None, progress: bool = True
+    data: SequenceData,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    checkpoint: Path | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train on the training part of every sequence; keep the weights of the best validation epoch.
 
@@ -151,7 +168,13 @@ def train(
         start_epoch, stale = saved["epoch"] + 1, saved["stale"]
 
     started = time.perf_counter()
-    bar = tqdm(range(start_epoch, train_cfg.epochs), desc="training", disable=not progress, initial=start_epoch, total=train_cfg.epochs)
+    bar = tqdm(
+        range(start_epoch, train_cfg.epochs),
+        desc="training",
+        disable=not progress,
+        initial=start_epoch,
+        total=train_cfg.epochs,
+    )
     for epoch in bar:
         model.train()
         total, batches = 0.0, 0
@@ -172,11 +195,22 @@ def train(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        bar.set_postfix(loss=f"{record['loss']:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{result.best['val_ndcg@10']:.4f}")
+        bar.set_postfix(
+            loss=f"{record['loss']:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{result.best['val_ndcg@10']:.4f}"
+        )
         if checkpoint is not None:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                     "history": result.history, "best": result.best, "best_state": best_state, "epoch": epoch, "stale": stale}  # fmt: skip
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": result.history,
+                "best": result.best,
+                "best_state": best_state,
+                "epoch": epoch,
+                "stale": stale,
+            }
             torch.save(state, checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
         if stale >= train_cfg.patience:

@@ -5,8 +5,9 @@ The process, one session per active user per day:
 - item popularity is heavy-tailed (Zipf) globally and within each category;
 - each interaction picks the next item from a mixture: with probability ``p_next`` one of the
   ``successors`` items that follow the previous item of the session (a sequence signal that
-  popularity cannot see; most successors share the item's category), with ``p_taste`` an item of a category drawn from the taste, otherwise a
-  globally popular item; an immediate repeat of the user's last item is redrawn;
+  popularity cannot see; most successors share the item's category), with ``p_taste`` an item of a
+  category drawn from the taste, otherwise a globally popular item; an immediate repeat of the
+  user's last item is redrawn;
 - every interaction is a view, which funnels on to click, add_to_cart and purchase.
 
 Because the law of the next item is known, the oracle ceiling for the held-out last interaction of
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,31 @@ from rtrec.landing import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, reset_batch_da
 from rtrec.oracle import expected_metrics
 
 CATEGORIES = (
-    "books", "electronics", "garden", "toys", "kitchen", "sports", "beauty", "music", "games",
-    "fashion", "shoes", "office", "pets", "baby", "auto", "tools", "grocery", "health", "outdoor",
-    "home", "jewelry", "movies", "art", "travel",
-)  # fmt: skip
+    "books",
+    "electronics",
+    "garden",
+    "toys",
+    "kitchen",
+    "sports",
+    "beauty",
+    "music",
+    "games",
+    "fashion",
+    "shoes",
+    "office",
+    "pets",
+    "baby",
+    "auto",
+    "tools",
+    "grocery",
+    "health",
+    "outdoor",
+    "home",
+    "jewelry",
+    "movies",
+    "art",
+    "travel",
+)
 ADJECTIVES = ("classic", "compact", "deluxe", "eco", "smart", "vintage", "pro", "mini", "bold", "soft")
 FUNNEL = ("view", "click", "add_to_cart", "purchase")
 DIRTY_KINDS = ("duplicate_event_id", "null_id", "unknown_event_type", "malformed_ts", "future_ts", "unknown_item")
@@ -71,7 +93,7 @@ class ShopConfig:
             "events": self.events >= 1,
             "dirty_rate": 0.0 <= self.dirty_rate < 1.0,
             "categories": 1 <= self.categories <= len(CATEGORIES),
-            "p_next": 0.0 <= self.p_next and self.p_next + self.p_taste <= 1.0,
+            "p_next": self.p_next >= 0.0 and self.p_next + self.p_taste <= 1.0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -112,7 +134,9 @@ def build_shop(cfg: ShopConfig, rng: np.random.Generator) -> Shop:
     # successors mostly stay in the item's category, as "viewed next" does in real shops
     size = np.bincount(category, minlength=c)
     first = np.concatenate([[0], np.cumsum(size)[:-1]])
-    same = cat_order[first[category][:, None] + (rng.random((m, cfg.successors)) * size[category][:, None]).astype(np.int64)]
+    same = cat_order[
+        first[category][:, None] + (rng.random((m, cfg.successors)) * size[category][:, None]).astype(np.int64)
+    ]
     anywhere = (np.arange(m)[:, None] + rng.integers(1, m, (m, cfg.successors))) % m
     successors = np.where(rng.random((m, cfg.successors)) < cfg.successor_same_category, same, anywhere)
     quality = rng.beta(2.0, 5.0, m)
@@ -134,9 +158,7 @@ def build_shop(cfg: ShopConfig, rng: np.random.Generator) -> Shop:
     )
 
 
-def next_item_probs(
-    shop: Shop, cfg: ShopConfig, taste: np.ndarray, prev: np.ndarray, last: np.ndarray
-) -> np.ndarray:
+def next_item_probs(shop: Shop, cfg: ShopConfig, taste: np.ndarray, prev: np.ndarray, last: np.ndarray) -> np.ndarray:
     """[B, M] exact law of the next item given taste [B, C], the session's previous item and the
     user's last item (both -1 when absent)."""
     b = len(prev)
@@ -170,9 +192,7 @@ def sample_next_items(
         cats = np.minimum(cats, cfg.categories - 1)
         pos = np.searchsorted(shop.cat_cdf, cats + rng.random(len(cats)))
         items[via_taste] = shop.cat_order[np.minimum(pos, len(shop.cat_order) - 1)]
-        items[via_pop] = np.minimum(
-            np.searchsorted(shop.pop_cdf, rng.random(via_pop.sum())), cfg.items - 1
-        )
+        items[via_pop] = np.minimum(np.searchsorted(shop.pop_cdf, rng.random(via_pop.sum())), cfg.items - 1)
         out[todo] = items
         todo = todo[items == last[todo]]
     return out
@@ -216,7 +236,9 @@ class _OracleTrack:
     target: np.ndarray
 
 
-def _simulate_day(shop: Shop, cfg: ShopConfig, rng: np.random.Generator, day: int, sessions: int, last_item: np.ndarray):
+def _simulate_day(
+    shop: Shop, cfg: ShopConfig, rng: np.random.Generator, day: int, sessions: int, last_item: np.ndarray
+):
     """One day of sessions: interactions (user, item, time, prev, last-before) in time order."""
     users = np.unique(rng.choice(cfg.users, size=sessions, p=shop.activity))
     n = len(users)
@@ -279,7 +301,9 @@ def _event_table(
         "item_id": _ids("i", item[rows]),
         "event_type": pa.array(np.asarray(FUNNEL, dtype=object)[kind[rows]], pa.string()),
         "ts": pc.strftime(ts_ms, format="%Y-%m-%dT%H:%M:%SZ"),
-        "value": pa.array(np.where(kind[rows] == FUNNEL.index("purchase"), shop.price[item[rows]], np.nan), from_pandas=True),
+        "value": pa.array(
+            np.where(kind[rows] == FUNNEL.index("purchase"), shop.price[item[rows]], np.nan), from_pandas=True
+        ),
         "request_id": pa.nulls(len(rows), pa.string()),
     }
 
@@ -323,10 +347,15 @@ def _write_catalog(cfg: ShopConfig, shop: Shop, landing: Path) -> None:
     segment = np.where(rank < cfg.users * 0.05, "vip", np.where(rank < cfg.users * 0.5, "regular", "casual"))
     nulls = pa.nulls(cfg.users, pa.string())
     users = pa.table(
-        {"user_id": _ids("u", np.arange(cfg.users)), "segment": segment, "age": pa.nulls(cfg.users, pa.int32()),
-         "gender": nulls, "occupation": nulls},
+        {
+            "user_id": _ids("u", np.arange(cfg.users)),
+            "segment": segment,
+            "age": pa.nulls(cfg.users, pa.int32()),
+            "gender": nulls,
+            "occupation": nulls,
+        },
         schema=USER_SCHEMA,
-    )  # fmt: skip
+    )
     pq.write_table(users, landing / "users.parquet")
 
 
@@ -346,7 +375,7 @@ def _track_oracle(track: _OracleTrack, taste: np.ndarray, user, item, prev, befo
 
 def _oracle_report(cfg: ShopConfig, shop: Shop, track: _OracleTrack) -> dict:
     keep = np.flatnonzero(track.count >= cfg.oracle_min_interactions)
-    report = {"users": int(len(keep)), "min_interactions": cfg.oracle_min_interactions, "k": 10}
+    report = {"users": len(keep), "min_interactions": cfg.oracle_min_interactions, "k": 10}
     if not len(keep):
         return report
     sums: dict[str, dict[str, float]] = {"masked": {}, "unmasked": {}}
@@ -370,14 +399,19 @@ def generate(cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | N
     shop = build_shop(cfg, rng)
     reset_batch_data(landing)
     _write_catalog(cfg, shop, landing)
-    origin_ms = int(datetime.fromisoformat(cfg.start).replace(tzinfo=timezone.utc).timestamp() * 1000)
+    origin_ms = int(datetime.fromisoformat(cfg.start).replace(tzinfo=UTC).timestamp() * 1000)
 
     sample = np.sort(rng.permutation(cfg.users)[: cfg.oracle_users])
     s = len(sample)
     track = _OracleTrack(
-        sample, np.zeros(s, np.int64), np.zeros((s, cfg.categories), np.float32),
-        np.full(s, -1), np.full(s, -1), [[] for _ in range(s)], np.full(s, -1),
-    )  # fmt: skip
+        sample,
+        np.zeros(s, np.int64),
+        np.zeros((s, cfg.categories), np.float32),
+        np.full(s, -1),
+        np.full(s, -1),
+        [[] for _ in range(s)],
+        np.full(s, -1),
+    )
     events_per_interaction = 1 + shop.click_p.mean() * (1 + shop.cart_p.mean() * (1 + shop.buy_p.mean()))
     sessions = max(1, round(cfg.events / (cfg.days * cfg.mean_session_length * events_per_interaction)))
     last_item = np.full(cfg.users, -1, dtype=np.int64)

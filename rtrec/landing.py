@@ -15,8 +15,6 @@ from typing import Any
 
 import pyarrow as pa
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
-
 EVENT_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -56,18 +54,17 @@ def reset_batch_data(landing_dir: Path) -> None:
     for name in ("items.parquet", "users.parquet", "manifest.json", "oracle.json"):
         (landing_dir / name).unlink(missing_ok=True)
     (landing_dir / "events").mkdir(parents=True, exist_ok=True)
-    prepare_for_dbt(landing_dir)
+    ensure_landing_zone(landing_dir)
 
 
-def prepare_for_dbt(landing_dir: Path) -> None:
-    """What `dbt build` needs on disk besides the data: a feedback file (an empty first one keeps the
-    source's ``feedback/*.jsonl`` pattern from matching nothing), the user-deletion record and the
-    folder the marts go to."""
+def ensure_landing_zone(landing_dir: Path) -> None:
+    """The landing zone's fixed files, which readers rely on before any event arrives: the feedback
+    folder with an empty first file (it keeps dbt's ``feedback/*.jsonl`` source from matching
+    nothing) and the user-deletion record."""
     feedback = landing_dir / "feedback"
     feedback.mkdir(parents=True, exist_ok=True)
     (feedback / "0-init.jsonl").touch()
     (landing_dir / "deletions.jsonl").touch()
-    (landing_dir.parent / "marts").mkdir(exist_ok=True)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

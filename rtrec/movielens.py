@@ -13,7 +13,7 @@ import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,9 +22,26 @@ import pyarrow.parquet as pq
 from rtrec.landing import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, reset_batch_data, write_json
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 RECBOLE_WHEEL = "recbole==1.2.1"
 SAMPLES = {"ml-100k": "recbole/dataset_example/ml-100k/"}
 
@@ -97,7 +114,7 @@ def _read_ratings(path: Path, layout: Layout) -> pa.Table:
         items.append(item)
     if not users:
         raise MovieLensError(f"{path}: no ratings")
-    ts = [datetime.fromtimestamp(s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for s in stamps]
+    ts = [datetime.fromtimestamp(s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for s in stamps]
     return pa.table(
         {
             "event_id": [f"ml-{k}" for k in range(len(users))],

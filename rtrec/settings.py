@@ -39,6 +39,11 @@ class Settings(BaseSettings):
         return self.landing_dir / "feedback"
 
     @property
+    def marts_dir(self) -> Path:
+        """The marts dbt writes as parquet, read by Feast, the trainer and serving."""
+        return self.data_dir / "marts"
+
+    @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 

@@ -6,25 +6,26 @@ import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import pyarrow.parquet as pq
 import torch
-from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
 from model.inference import Recommender
 from model.registry import Registry
-from rtrec.landing import prepare_for_dbt
+from rtrec.feature_store import open_store
+from rtrec.landing import ensure_landing_zone
+from rtrec.online_state import UserLocks, UserStateTable, forget_user, push_event, read_online
 from rtrec.settings import Settings, get_settings
 from serving import metrics
-from serving.feature_store import open_store
 from serving.feedback_log import FeedbackLog
-from serving.online_state import UserLocks, UserStateTable, forget_user, push_event, read_online
 from serving.schemas import Accepted, Event, EventBatch, Forgotten, Recommendations, ScoredItem
 
 log = logging.getLogger("rtrec.serving")
@@ -85,13 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # one intra-op thread per worker: requests are small, and workers already use every core
         torch.set_num_threads(1)
-        prepare_for_dbt(settings.landing_dir)
+        ensure_landing_zone(settings.landing_dir)
         app.state.store = open_store(settings)
         app.state.user_state = UserStateTable(app.state.store)
         redis_url = settings.redis_url if settings.online_store == "redis" else None
         app.state.locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds)
         app.state.feedback = FeedbackLog(settings.feedback_dir)
-        app.state.catalog = Catalog(settings.data_dir / "marts")
+        app.state.catalog = Catalog(settings.marts_dir)
         app.state.models = ModelHolder(Registry(settings.models_dir))
         stop = threading.Event()
         watcher = threading.Thread(target=app.state.models.watch, args=(stop,), daemon=True)
@@ -99,8 +100,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         stop.set()
 
-    app = FastAPI(title="rtrec", version="0.1.0", lifespan=lifespan,
-                  description="Real-time personalized recommendations and the feedback write path.")  # fmt: skip
+    app = FastAPI(
+        title="rtrec",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Real-time personalized recommendations and the feedback write path.",
+    )
+
     def require_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if settings.api_token is None:
             return
@@ -135,21 +141,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.FALLBACKS.inc()
             log.warning("request %s: online store unreadable (%s); popular fallback", request_id, err)
             items = state.catalog.top(k, set())
-            return Recommendations(user_id=user_id, items=[ScoredItem(item_id=i, score=s) for i, s in items],
-                                   model_version=version, request_id=request_id, fallback=True)  # fmt: skip
+            return Recommendations(
+                user_id=user_id,
+                items=[ScoredItem(item_id=i, score=s) for i, s in items],
+                model_version=version,
+                request_id=request_id,
+                fallback=True,
+            )
         have = set(user.recent_items)
         scored: list[tuple[str, float]] = []
         if recommender is not None and user.known:
-            idle = (datetime.now(timezone.utc) - user.last_event_ts).total_seconds() if user.last_event_ts else None
+            idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
             candidates = recommender.recommend(user.history(), k=k + len(have) + 20, exclude=have, idle_seconds=idle)
             scored = [(i, s) for i, s in candidates if not state.catalog.sellable or i in state.catalog.sellable][:k]
         cold = not scored
         if cold:
             metrics.COLD_STARTS.inc()
             scored = state.catalog.top(k, have)
-        log.info("request %s: user %s, %d items, model %s, cold_start=%s", request_id, user_id, len(scored), version, cold)
-        return Recommendations(user_id=user_id, items=[ScoredItem(item_id=i, score=s) for i, s in scored],
-                               model_version=version, request_id=request_id, cold_start=cold)  # fmt: skip
+        log.info(
+            "request %s: user %s, %d items, model %s, cold_start=%s", request_id, user_id, len(scored), version, cold
+        )
+        return Recommendations(
+            user_id=user_id,
+            items=[ScoredItem(item_id=i, score=s) for i, s in scored],
+            model_version=version,
+            request_id=request_id,
+            cold_start=cold,
+        )
 
     @app.post("/v1/events", status_code=202, response_model=Accepted, dependencies=[Depends(require_token)])
     def post_events(request: Request, body: Annotated[Event | EventBatch, Body()]) -> Accepted:
@@ -166,8 +184,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if event.event_id not in fresh_ids:
                 continue
             try:
-                push_event(state.user_state, state.locks, event.user_id, event.item_id, event.event_type, event.ts,
-                           settings.max_recent_items)  # fmt: skip
+                push_event(
+                    state.user_state,
+                    state.locks,
+                    event.user_id,
+                    event.item_id,
+                    event.event_type,
+                    event.ts,
+                    settings.max_recent_items,
+                )
             except Exception:  # durable in the log already; the next batch run brings it online
                 metrics.ONLINE_WRITE_FAILURES.inc()
                 log.exception("online update failed for event %s", event.event_id)

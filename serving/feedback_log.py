@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -23,18 +23,20 @@ class FeedbackLog:
     def __init__(self, feedback_dir: Path) -> None:
         self.dir = feedback_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.path = self.dir / f"api-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         self.seq = 0
         # shared by the request threads of this worker; the mutex keeps them off it one at a time
-        self.index = sqlite3.connect(self.dir / "event_ids.sqlite", timeout=30, isolation_level=None, check_same_thread=False)
+        self.index = sqlite3.connect(
+            self.dir / "event_ids.sqlite", timeout=30, isolation_level=None, check_same_thread=False
+        )
         self.mutex = threading.Lock()
         self.index.execute("pragma journal_mode=wal")
         self.index.execute("create table if not exists event_ids (event_id text primary key, user_id text)")
 
     def append(self, events: list[dict]) -> list[dict]:
         """Durably append the events whose ids were never accepted; returns those events."""
-        received_at = datetime.now(timezone.utc).isoformat()
+        received_at = datetime.now(UTC).isoformat()
         with self.mutex:
             return self._append(events, received_at)
 
@@ -43,7 +45,9 @@ class FeedbackLog:
         try:
             ids = [e["event_id"] for e in events]
             marks = ",".join("?" * len(ids))
-            seen = {row[0] for row in self.index.execute(f"select event_id from event_ids where event_id in ({marks})", ids)}
+            seen = {
+                row[0] for row in self.index.execute(f"select event_id from event_ids where event_id in ({marks})", ids)
+            }
             fresh, batch_ids = [], set()
             for event in events:
                 if event["event_id"] not in seen and event["event_id"] not in batch_ids:
@@ -59,7 +63,9 @@ class FeedbackLog:
                     handle.write("".join(lines))
                     handle.flush()
                     os.fsync(handle.fileno())
-                self.index.executemany("insert into event_ids values (?, ?)", [(e["event_id"], e["user_id"]) for e in fresh])
+                self.index.executemany(
+                    "insert into event_ids values (?, ?)", [(e["event_id"], e["user_id"]) for e in fresh]
+                )
             self.index.execute("commit")
         except BaseException:
             self.index.execute("rollback")
@@ -77,7 +83,7 @@ class FeedbackLog:
         self.index.execute("begin immediate")
         try:
             with open(self.dir.parent / "deletions.jsonl", "a", encoding="utf-8") as record:
-                record.write(json.dumps({"user_id": user_id, "deleted_at": datetime.now(timezone.utc).isoformat()}) + "\n")
+                record.write(json.dumps({"user_id": user_id, "deleted_at": datetime.now(UTC).isoformat()}) + "\n")
                 record.flush()
                 os.fsync(record.fileno())
             for path in sorted(self.dir.glob("*.jsonl")):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Literal
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
+from rtrec.events import EventType
+
 Id = Field(min_length=1, max_length=128)
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -20,15 +20,15 @@ class Event(BaseModel):
     user_id: str = Id
     item_id: str = Id
     event_type: EventType
-    ts: datetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="ISO-8601; server time when omitted.")
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="ISO-8601; server time when omitted.")
     value: float | None = Field(None, allow_inf_nan=False)
     request_id: str | None = Field(None, max_length=128)
 
     @field_validator("ts")
     @classmethod
     def utc_and_not_in_the_future(cls, ts: datetime) -> datetime:
-        ts = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-        if ts > datetime.now(timezone.utc) + FUTURE_TOLERANCE:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        if ts > datetime.now(UTC) + FUTURE_TOLERANCE:
             raise ValueError("timestamp is in the future")
         return ts
 

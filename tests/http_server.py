@@ -20,8 +20,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "RTREC_DATA_DIR": str(data), "RTREC_API_TOKEN": TOKEN, **env}
         rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
-        self.proc = subprocess.Popen([rtrec, "serve", "--port", str(self.port), "--workers", str(workers)], env=env,
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [rtrec, "serve", "--port", str(self.port), "--workers", str(workers)],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.time() + 90
         while True:
             try:

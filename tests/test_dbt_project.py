@@ -24,7 +24,9 @@ def query(data_dir, sql):
 
 
 def mart(data_dir, name, order_by):
-    return pq.read_table(data_dir / "marts" / f"{name}.parquet").to_pandas().sort_values(order_by).reset_index(drop=True)
+    return (
+        pq.read_table(data_dir / "marts" / f"{name}.parquet").to_pandas().sort_values(order_by).reset_index(drop=True)
+    )
 
 
 def test_quarantine_counts_by_reason_equal_the_generator_manifest(data_dir):
@@ -53,11 +55,13 @@ def test_incremental_run_processes_only_new_rows_and_matches_a_full_refresh(data
     ]
     (landing / "feedback" / "api-1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in feedback))
     etl()
-    checked_per_run = [n for (n,) in query(data_dir, "select count(*) from stg_events_checked group by checked_at order by checked_at")]
-    assert checked_per_run == [cut, events.num_rows - cut + len(feedback)]
-    assert query(data_dir, "select reason from stg_events_checked where source_file = 'api-1.jsonl' order by source_row") == [
-        (None,), ("duplicate_event_id",)
+    checked_per_run = [
+        n for (n,) in query(data_dir, "select count(*) from stg_events_checked group by checked_at order by checked_at")
     ]
+    assert checked_per_run == [cut, events.num_rows - cut + len(feedback)]
+    assert query(
+        data_dir, "select reason from stg_events_checked where source_file = 'api-1.jsonl' order by source_row"
+    ) == [(None,), ("duplicate_event_id",)]
     incremental = {
         "training_interactions": mart(data_dir, "training_interactions", ["user_id", "position"]),
         "user_features": mart(data_dir, "user_features", ["user_id"]),
@@ -66,7 +70,9 @@ def test_incremental_run_processes_only_new_rows_and_matches_a_full_refresh(data
     counts = query(data_dir, "select (select count(*) from stg_events), (select count(*) from quarantine_events)")
 
     etl(full_refresh=True)
-    assert query(data_dir, "select (select count(*) from stg_events), (select count(*) from quarantine_events)") == counts
+    assert (
+        query(data_dir, "select (select count(*) from stg_events), (select count(*) from quarantine_events)") == counts
+    )
     for name, frame in incremental.items():
         full = mart(data_dir, name, list(frame.columns[:1]) + (["position"] if name == "training_interactions" else []))
         assert frame.equals(full), name
@@ -75,8 +81,14 @@ def test_incremental_run_processes_only_new_rows_and_matches_a_full_refresh(data
 def test_build_passes_on_movielens_100k(data_dir, movielens_100k):
     import_movielens(movielens_100k, data_dir / "landing")
     etl()
-    splits = dict(query(data_dir, "select split, count(*) from read_parquet('{}') group by split".format(
-        data_dir / "marts" / "training_interactions.parquet")))
+    splits = dict(
+        query(
+            data_dir,
+            "select split, count(*) from read_parquet('{}') group by split".format(
+                data_dir / "marts" / "training_interactions.parquet"
+            ),
+        )
+    )
     assert splits["test"] == splits["validation"] == 943
     assert sum(splits.values()) == 100_000
     assert query(data_dir, "select count(*) from quarantine_events") == [(0,)]

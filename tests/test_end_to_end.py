@@ -15,7 +15,9 @@ def top10(url, user):
 
 
 def test_nightly_then_serving_then_feedback_then_nightly_again(data_dir, prefect_harness):
-    manifest = generate(ShopConfig(users=400, items=150, events=40_000, dirty_rate=0.02, categories=6), data_dir / "landing")
+    manifest = generate(
+        ShopConfig(users=400, items=150, events=40_000, dirty_rate=0.02, categories=6), data_dir / "landing"
+    )
     first = nightly(preset_name="tiny", epochs=6)
     assert first["etl"]["events_in"] == manifest["total_rows"]
     assert first["etl"]["accepted"] == manifest["clean_events"]

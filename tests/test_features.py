@@ -5,20 +5,20 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pandas as pd
-from feast.data_source import PushMode
 import pyarrow.parquet as pq
 import pytest
+from feast.data_source import PushMode
 
 from flows.etl import etl
 from flows.materialize import materialize
+from rtrec.feature_store import FEATURE_REPO_DIR, feast_redis_connection, open_store
 from rtrec.generate import ShopConfig, generate
+from rtrec.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online
 from rtrec.settings import get_settings
-from serving.feature_store import FEATURE_REPO_DIR, feast_redis_connection, open_store
-from serving.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online
 from tests.conftest import free_port
 
 
@@ -52,13 +52,13 @@ def locks_for(settings):
 
 
 def mart_row(settings, user_id):
-    frame = pq.read_table(settings.data_dir / "marts" / "user_features.parquet").to_pandas().set_index("user_id")
+    frame = pq.read_table(settings.marts_dir / "user_features.parquet").to_pandas().set_index("user_id")
     return frame.loc[user_id]
 
 
 def test_online_state_equals_the_mart_after_materialize(settings):
     store = open_store(settings)
-    frame = pq.read_table(settings.data_dir / "marts" / "user_features.parquet").to_pandas()
+    frame = pq.read_table(settings.marts_dir / "user_features.parquet").to_pandas()
     for _, row in frame.head(20).iterrows():
         state, _ = read_online(store, row.user_id)
         assert state.recent_items == list(row.recent_items)
@@ -67,9 +67,9 @@ def test_online_state_equals_the_mart_after_materialize(settings):
 
 def test_one_read_returns_item_features_too(settings):
     store = open_store(settings)
-    items = pq.read_table(settings.data_dir / "marts" / "item_features.parquet").to_pandas().set_index("item_id")
-    wanted = list(items.index[:3]) + ["not-an-item"]
-    state, found = read_online(store, "u1", wanted)
+    items = pq.read_table(settings.marts_dir / "item_features.parquet").to_pandas().set_index("item_id")
+    wanted = [*items.index[:3], "not-an-item"]
+    _, found = read_online(store, "u1", wanted)
     assert set(found) == set(wanted[:3])
     for item in wanted[:3]:
         assert found[item]["category"] == items.loc[item, "category"]
@@ -77,15 +77,15 @@ def test_one_read_returns_item_features_too(settings):
 
 def test_a_push_is_readable_at_once(settings):
     store, locks = open_store(settings), locks_for(settings)
-    user = str(pq.read_table(settings.data_dir / "marts" / "user_features.parquet").column("user_id")[0])
+    user = str(pq.read_table(settings.marts_dir / "user_features.parquet").column("user_id")[0])
     before, _ = read_online(store, user)
-    push_event(UserStateTable(store), locks, user, "i7", "click", datetime.now(timezone.utc), settings.max_recent_items)
-    push_event(UserStateTable(store), locks, user, "i7", "purchase", datetime.now(timezone.utc), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, user, "i7", "click", datetime.now(UTC), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, user, "i7", "purchase", datetime.now(UTC), settings.max_recent_items)
     after, _ = read_online(store, user)
     assert after.recent_items[-1] == "i7" and after.recent_event_types[-1] == "purchase"
-    assert after.recent_items[:-1] == before.recent_items[-(settings.max_recent_items - 1):]
+    assert after.recent_items[:-1] == before.recent_items[-(settings.max_recent_items - 1) :]
     brand_new = f"new-user-{settings.online_store}"
-    push_event(UserStateTable(store), locks, brand_new, "i3", "view", datetime.now(timezone.utc), settings.max_recent_items)
+    push_event(UserStateTable(store), locks, brand_new, "i3", "view", datetime.now(UTC), settings.max_recent_items)
     assert read_online(store, brand_new)[0].recent_items == ["i3"]
 
 
@@ -96,13 +96,20 @@ def _push_many(args):
     settings = get_settings()
     table, locks = UserStateTable(open_store(settings)), locks_for(settings)
     for item in items:
-        push_event(table, locks, user, item, "view", datetime.now(timezone.utc), 1000)
+        push_event(table, locks, user, item, "view", datetime.now(UTC), 1000)
 
 
 def test_other_producers_can_write_through_the_push_source(settings):
     store = open_store(settings)
-    row = pd.DataFrame({"user_id": ["streamed"], "recent_items": [["i1", "i2"]], "recent_event_types": [["view", "click"]],
-                        "last_event_ts": [datetime.now(timezone.utc)], "event_timestamp": [datetime.now(timezone.utc)]})  # fmt: skip
+    row = pd.DataFrame(
+        {
+            "user_id": ["streamed"],
+            "recent_items": [["i1", "i2"]],
+            "recent_event_types": [["view", "click"]],
+            "last_event_ts": [datetime.now(UTC)],
+            "event_timestamp": [datetime.now(UTC)],
+        }
+    )
     store.push("user_state_push", row, to=PushMode.ONLINE)
     assert read_online(store, "streamed")[0].history() == [("i1", "view"), ("i2", "click")]
 
@@ -119,7 +126,7 @@ def test_concurrent_pushes_for_one_user_lose_nothing(settings):
 
 def test_materialize_again_is_idempotent(settings):
     store = open_store(settings)
-    item = str(pq.read_table(settings.data_dir / "marts" / "item_features.parquet").column("item_id")[0])
+    item = str(pq.read_table(settings.marts_dir / "item_features.parquet").column("item_id")[0])
     first = read_online(store, "u2", [item])
     materialize()
     assert read_online(open_store(settings), "u2", [item]) == first
@@ -142,14 +149,22 @@ def test_historical_retrieval_is_point_in_time_correct(shop, monkeypatch, prefec
     first, second = days.iloc[0], days.iloc[1]
     end_first = pd.Timestamp(first.event_timestamp, tz="UTC")
     entity_df = pd.DataFrame(
-        {"item_id": [item] * 3,
-         # just before day one is over (nothing known yet), after it, and after day two
-         "event_timestamp": [end_first - timedelta(seconds=1), end_first + timedelta(hours=1),
-                             pd.Timestamp(second.event_timestamp, tz="UTC") + timedelta(minutes=1)]}
-    )  # fmt: skip
-    got = open_store(get_settings()).get_historical_features(
-        entity_df=entity_df, features=["item_daily_stats:events_to_date"]
-    ).to_df().sort_values("event_timestamp")
+        {
+            "item_id": [item] * 3,
+            # just before day one is over (nothing known yet), after it, and after day two
+            "event_timestamp": [
+                end_first - timedelta(seconds=1),
+                end_first + timedelta(hours=1),
+                pd.Timestamp(second.event_timestamp, tz="UTC") + timedelta(minutes=1),
+            ],
+        }
+    )
+    got = (
+        open_store(get_settings())
+        .get_historical_features(entity_df=entity_df, features=["item_daily_stats:events_to_date"])
+        .to_df()
+        .sort_values("event_timestamp")
+    )
     values = got["events_to_date"].tolist()
     assert pd.isna(values[0])
     assert values[1:] == [first.events_to_date, second.events_to_date]
@@ -162,8 +177,12 @@ def test_feast_serve_answers_without_our_code(shop, monkeypatch, prefect_harness
     materialize()
     port = free_port()
     feast = os.path.join(os.path.dirname(sys.executable), "feast")
-    proc = subprocess.Popen([feast, "-c", str(FEATURE_REPO_DIR), "serve", "-h", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, "RTREC_DATA_DIR": str(shop)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [feast, "-c", str(FEATURE_REPO_DIR), "serve", "-h", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "RTREC_DATA_DIR": str(shop)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         body = {"features": ["user_state:recent_items"], "entities": {"user_id": ["u1"]}}
         deadline = time.time() + 60

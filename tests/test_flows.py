@@ -18,7 +18,9 @@ SMALL = ShopConfig(users=80, items=60, events=4_000, dirty_rate=0.0)
 def test_a_failed_training_names_the_step_and_leaves_the_current_model(data_dir, prefect_harness):
     generate(SMALL, data_dir / "landing")
     first = nightly(preset_name="tiny", epochs=2)
-    with pytest.raises(NightlyStepFailed, match=r"(?s)step 'train' failed: unknown preset.*left unchanged: the current model"):
+    with pytest.raises(
+        NightlyStepFailed, match=r"(?s)step 'train' failed: unknown preset.*left unchanged: the current model"
+    ):
         nightly(preset_name="no-such-preset")
     assert Registry(data_dir / "models").current() == first["train"].version
 
@@ -31,7 +33,10 @@ def test_a_failed_dbt_test_stops_before_materialize(data_dir, prefect_harness):
     # the catalog loses an item that accepted events point at: dbt's relationships test fails
     items = pq.read_table(data_dir / "landing" / "items.parquet")
     pq.write_table(items.filter(pc.not_equal(items.column("item_id"), "i0")), data_dir / "landing" / "items.parquet")
-    with pytest.raises(NightlyStepFailed, match=r"(?s)step 'etl' failed.*relationships_stg_events_item_id.*left unchanged: the online store"):
+    with pytest.raises(
+        NightlyStepFailed,
+        match=r"(?s)step 'etl' failed.*relationships_stg_events_item_id.*left unchanged: the online store",
+    ):
         nightly(preset_name="tiny", epochs=1)
     assert online.stat().st_mtime_ns == materialized_at
     assert Registry(data_dir / "models").current() == first["train"].version
@@ -43,7 +48,9 @@ def test_training_without_data_says_so(data_dir, prefect_harness):
     events = pq.read_table(data_dir / "landing" / "events").slice(0, 2)
     for path in (data_dir / "landing" / "events").glob("*.parquet"):
         path.unlink()
-    pq.write_table(events.set_column(1, "user_id", pa.array(["a", "b"])), data_dir / "landing" / "events" / "events-00000.parquet")
+    pq.write_table(
+        events.set_column(1, "user_id", pa.array(["a", "b"])), data_dir / "landing" / "events" / "events-00000.parquet"
+    )
     with pytest.raises(NightlyStepFailed, match="step 'train' failed: no training data"):
         nightly(preset_name="tiny", epochs=1)
 

@@ -4,7 +4,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from rtrec.cli import app
+from cli.main import app
 from rtrec.generate import DIRTY_KINDS, ShopConfig, generate
 
 SMALL = ShopConfig(users=300, items=120, events=20_000, seed=7, dirty_rate=0.05)
@@ -61,10 +61,14 @@ def test_clean_events_follow_the_contract_and_time_order(tmp_path):
     ts = [r[0] for r in con.execute("select ts from ev").fetchall()]
     assert ts == sorted(ts)
     kinds = "('view', 'click', 'add_to_cart', 'purchase')"
-    funnel = con.execute(f"select count(distinct event_id), count(*), bool_and(event_type in {kinds}) from ev").fetchone()
+    funnel = con.execute(
+        f"select count(distinct event_id), count(*), bool_and(event_type in {kinds}) from ev"
+    ).fetchone()
     assert funnel == (5_000, 5_000, True)
     # purchases carry the item's price as value, other events none
-    assert con.execute("select count(*) from ev where (event_type = 'purchase') != (value is not null)").fetchone() == (0,)
+    assert con.execute("select count(*) from ev where (event_type = 'purchase') != (value is not null)").fetchone() == (
+        0,
+    )
 
 
 def test_oracle_ceiling_is_written_and_below_one(tmp_path):

@@ -15,8 +15,16 @@ from tests.model_fixtures import cyclic_data
 
 def tiny_model(max_len=8, dropout=0.0):
     cfg = ModelConfig(max_len=max_len, dim=16, layers=2, heads=2, dropout=dropout)
-    return SASRec(cfg, n_items=10, n_categories=2, item_category=[0] + [1, 2] * 5, item_price_bucket=[0] + [1] * 10,
-                  n_event_types=5, n_price_buckets=10, n_gap_buckets=GAP_BUCKETS).eval()  # fmt: skip
+    return SASRec(
+        cfg,
+        n_items=10,
+        n_categories=2,
+        item_category=[0] + [1, 2] * 5,
+        item_price_bucket=[0] + [1] * 10,
+        n_event_types=5,
+        n_price_buckets=10,
+        n_gap_buckets=GAP_BUCKETS,
+    ).eval()
 
 
 def test_no_position_sees_a_later_one():
@@ -94,12 +102,14 @@ def test_masking_removes_history_and_padding_from_the_ranking():
 
 def test_history_masking_is_configurable_in_the_harness():
     data = cyclic_data(items=5)  # users revisit items, so targets are among their history
+
     # a scorer that puts the user's own items first: good unmasked, useless once they are masked
     def history_first(inputs, events, gaps):
         scores = torch.zeros(len(inputs), data.vocab.n_items + 1)
         for row, seq in enumerate(inputs):
             scores[row, torch.from_numpy(seq)] = 1.0
         return scores
+
     assert evaluate(history_first, data, mask_history=False)["hr@10"] == 1.0
     assert evaluate(history_first, data, mask_history=True)["hr@10"] == 0.0
 
@@ -115,7 +125,7 @@ def test_training_windows_hold_out_validation_and_test():
 
 def test_long_histories_are_cut_into_windows_so_every_interaction_is_a_target():
     data = cyclic_data(users=1, length=25)
-    inputs, _, targets, _ = training_windows(data, max_len=5)
+    _, _, targets, _ = training_windows(data, max_len=5)
     trained = sorted(t for row in targets for t in row if t > 0)
     assert trained == sorted(data.items[0][1:-2].tolist())
     assert len(training_windows(data, max_len=5, all_windows=False)[0]) == 1

@@ -2,7 +2,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from rtrec.cli import app
+from cli.main import app
 from rtrec.movielens import ML100K_GENRES, MovieLensError, import_movielens
 
 
@@ -34,15 +34,26 @@ def write_ml1m(folder):
 
 def write_recbole(folder):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "ml.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n")
-    (folder / "ml.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n10\tToy Story\t1995\tAnimation Comedy\n")
-    (folder / "ml.user").write_text("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n1\t24\tM\ttechnician\t85711\n")
+    (folder / "ml.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4\t881250949\n"
+    )
+    (folder / "ml.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "10\tToy Story\t1995\tAnimation Comedy\n"
+    )
+    (folder / "ml.user").write_text(
+        "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n1\t24\tM\ttechnician\t85711\n"
+    )
     return folder
 
 
 @pytest.mark.parametrize(
     ("writer", "layout", "events", "category", "age"),
-    [(write_ml100k, "ml-100k", 3, "Animation", 24), (write_ml1m, "ml-1m", 2, "Action", 1), (write_recbole, "recbole", 1, "Animation", 24)],
+    [
+        (write_ml100k, "ml-100k", 3, "Animation", 24),
+        (write_ml1m, "ml-1m", 2, "Action", 1),
+        (write_recbole, "recbole", 1, "Animation", 24),
+    ],
 )
 def test_each_layout_lands_ratings_catalog_and_users(tmp_path, writer, layout, events, category, age):
     manifest = import_movielens(writer(tmp_path / "src"), tmp_path / "landing")

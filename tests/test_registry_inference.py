@@ -2,9 +2,9 @@ import json
 
 import pytest
 
+from model.evaluate import evaluate
 from model.inference import Recommender
 from model.lifecycle import recommender_scorer, train_and_register
-from model.evaluate import evaluate
 from model.registry import Registry, RegistryError, not_worse
 from model.train import preset
 from tests.model_fixtures import cyclic_data
@@ -13,6 +13,7 @@ from tests.model_fixtures import cyclic_data
 def fake_version(registry, ndcg):
     def write(directory):
         (directory / "metrics.json").write_text(json.dumps({"validation_ndcg@10": ndcg}))
+
     return registry.create(write)
 
 

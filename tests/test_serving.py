@@ -16,17 +16,16 @@ import pytest
 
 from flows.etl import etl
 from flows.materialize import materialize
-from model.lifecycle import train_and_register
 from model.data import load_marts
+from model.lifecycle import train_and_register
 from model.registry import Registry
 from model.train import preset
+from rtrec.feature_store import open_store
 from rtrec.generate import ShopConfig, generate
+from rtrec.online_state import read_online
 from rtrec.settings import get_settings
-from serving.feature_store import open_store
-from serving.online_state import read_online
 from tests.conftest import start_redis
 from tests.http_server import AUTH, TOKEN, Server
-
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +123,21 @@ def test_invalid_events_get_a_4xx_naming_the_field(server, body, field):
 
 
 def test_bad_requests_are_4xx_not_5xx(server):
-    assert httpx.post(f"{server.url}/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}).status_code == 422
+    assert (
+        httpx.post(
+            f"{server.url}/v1/events", content=b"{not json", headers={**AUTH, "content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     too_many = {"events": [{"user_id": "u1", "item_id": "i1", "event_type": "view"}] * 501}
     assert httpx.post(f"{server.url}/v1/events", json=too_many, headers=AUTH).status_code == 413
     huge = b'{"user_id": "' + b"x" * 2_000_000 + b'"}'
-    assert httpx.post(f"{server.url}/v1/events", content=huge, headers={**AUTH, "content-type": "application/json"}).status_code == 413
+    assert (
+        httpx.post(
+            f"{server.url}/v1/events", content=huge, headers={**AUTH, "content-type": "application/json"}
+        ).status_code
+        == 413
+    )
     assert httpx.get(f"{server.url}/v1/recommendations/u1", params={"k": 0}).status_code == 422
     assert httpx.get(f"{server.url}/v1/recommendations/" + "u" * 200).status_code == 422
 
@@ -136,7 +145,9 @@ def test_bad_requests_are_4xx_not_5xx(server):
 def test_writes_need_the_token(server):
     event = {"user_id": "u1", "item_id": "i1", "event_type": "view"}
     assert httpx.post(f"{server.url}/v1/events", json=event).status_code == 401
-    assert httpx.post(f"{server.url}/v1/events", json=event, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(f"{server.url}/v1/events", json=event, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     assert httpx.delete(f"{server.url}/v1/users/u1").status_code == 401
 
 
@@ -145,7 +156,9 @@ def test_concurrent_writers_for_one_user_lose_nothing(shop, server):
     items = [f"i{n}" for n in range(40)]
 
     def post(item):
-        return httpx.post(f"{server.url}/v1/events", json={"user_id": user, "item_id": item, "event_type": "view"}, headers=AUTH)
+        return httpx.post(
+            f"{server.url}/v1/events", json={"user_id": user, "item_id": item, "event_type": "view"}, headers=AUTH
+        )
 
     with ThreadPoolExecutor(8) as pool:
         assert all(r.status_code == 202 for r in pool.map(post, items))
@@ -197,8 +210,11 @@ def test_acknowledged_events_survive_sigkill(shop):
     srv = Server(shop, workers=2)
     ids = [f"kill-{uuid.uuid4()}" for _ in range(30)]
     for event_id in ids:
-        reply = httpx.post(f"{srv.url}/v1/events", headers=AUTH,
-                           json={"event_id": event_id, "user_id": "u7", "item_id": "i4", "event_type": "view"})  # fmt: skip
+        reply = httpx.post(
+            f"{srv.url}/v1/events",
+            headers=AUTH,
+            json={"event_id": event_id, "user_id": "u7", "item_id": "i4", "event_type": "view"},
+        )
         assert reply.status_code == 202
     srv.kill(signal.SIGKILL)
     logged = {e["event_id"] for e in events_of(shop, "u7")}
@@ -239,8 +255,19 @@ def test_online_store_outage_degrades_to_the_popular_list(shop, prefect_harness,
 def test_schemathesis_finds_no_server_errors(server):
     schemathesis = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     done = subprocess.run(
-        [schemathesis, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "30",
-         "-H", f"Authorization: Bearer {TOKEN}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            schemathesis,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "30",
+            "-H",
+            f"Authorization: Bearer {TOKEN}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-4000:]

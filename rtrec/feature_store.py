@@ -23,8 +23,13 @@ def feast_redis_connection(redis_url: str, timeout: float = 0.5) -> str:
     url = urlparse(redis_url)
     if url.scheme not in ("redis", "rediss") or not url.hostname:
         raise ValueError(f"redis_url must look like redis://host:port/db, got {redis_url!r}")
-    parts = [f"{url.hostname}:{url.port or 6379}", f"db={(url.path or '/0').lstrip('/') or 0}",
-             f"socket_timeout={timeout}", f"socket_connect_timeout={timeout}", "retry=null"]  # fmt: skip
+    parts = [
+        f"{url.hostname}:{url.port or 6379}",
+        f"db={(url.path or '/0').lstrip('/') or 0}",
+        f"socket_timeout={timeout}",
+        f"socket_connect_timeout={timeout}",
+        "retry=null",
+    ]
     if url.password:
         parts.append(f"password={url.password}")
     if url.scheme == "rediss":

@@ -40,9 +40,9 @@ def show(console: Console, title: str, body: dict, category_of: dict[str, str]) 
 def run_demo(settings: Settings, port: int | None, console: Console) -> None:
     port = port or settings.api_port
     proc, url = start_api(settings, port)
-    items = pq.read_table(settings.data_dir / "marts" / "item_features.parquet").to_pandas()
+    items = pq.read_table(settings.marts_dir / "item_features.parquet").to_pandas()
     category_of = dict(zip(items.item_id, items.category))
-    users = pq.read_table(settings.data_dir / "marts" / "user_features.parquet").to_pandas()
+    users = pq.read_table(settings.marts_dir / "user_features.parquet").to_pandas()
     active = users.sort_values(["n_interactions", "user_id"], ascending=[False, True]).user_id[:3].tolist()
     headers = {"Authorization": f"Bearer {settings.api_token.get_secret_value()}"} if settings.api_token else {}
     for user in active:
