@@ -26,16 +26,18 @@ test: lint
 	$(BIN)/python -m pytest
 
 # ruff formats and lints the Python; sqlfluff (dbt templater) lints the SQL. The dbt templater
-# compiles the project, whose profile needs a data directory: a throwaway one.
+# compiles the project, whose profile needs a data directory: an empty one inside .venv.
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	RTREC_DATA_DIR=$$(mktemp -d) $(BIN)/sqlfluff lint dbt_project
+	mkdir -p $(VENV)/lint-data
+	RTREC_DATA_DIR=$(VENV)/lint-data $(BIN)/sqlfluff lint dbt_project
 
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-	RTREC_DATA_DIR=$$(mktemp -d) $(BIN)/sqlfluff fix dbt_project
+	mkdir -p $(VENV)/lint-data
+	RTREC_DATA_DIR=$(VENV)/lint-data $(BIN)/sqlfluff fix dbt_project
 
 # Every benchmark, one after another (tens of minutes); each script also runs on its own.
 bench: $(STAMP)

@@ -46,10 +46,10 @@ def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, ep
     dbt_build(data_dir)
     materialize()
     if train_preset:
+        from model.config import preset
         from model.data import load_marts
         from model.lifecycle import train_and_register
         from model.registry import Registry
-        from model.train import preset
 
         model_cfg, train_cfg = preset(train_preset, epochs=epochs)
         train_and_register(

@@ -9,8 +9,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from model.config import preset
 from model.data import load_marts
-from model.train import preset, train, training_windows
+from model.train import train
+from model.windows import training_windows
 from rtrec.settings import get_settings
 
 

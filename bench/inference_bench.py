@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import percentiles
-from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
+from model.config import PRESETS
+from model.data import Vocabulary
 from model.inference import Recommender
 from model.sasrec import SASRec
-from model.train import PRESETS
 from rtrec.events import EVENT_TYPES
 
 
@@ -41,10 +41,7 @@ def main() -> None:
         [0] + [k % 10 + 1 for k in range(n)],
         [f"c{k}" for k in range(20)],
     )
-    model = SASRec(
-        cfg, n, 20, vocab.item_category, vocab.item_price_bucket, len(EVENT_TYPES), PRICE_BUCKETS, GAP_BUCKETS
-    )
-    rec = Recommender(model, vocab, "bench")
+    rec = Recommender(SASRec.from_vocab(cfg, vocab), vocab, "bench")
     history = lambda: [(f"i{random.randrange(n)}", random.choice(EVENT_TYPES[:4])) for _ in range(cfg.max_len)]  # noqa: E731
     for _ in range(50):
         rec.recommend(history(), k=10)

@@ -22,9 +22,11 @@ from rich.table import Table
 
 from bench.common import dbt_build, use_data_dir
 from model.baselines import most_popular, tuned_ease
+from model.config import preset
 from model.data import load_marts
 from model.evaluate import evaluate
-from model.train import preset, sasrec_scorer, train
+from model.scorer import sasrec_scorer
+from model.train import train
 from rtrec.generate import ShopConfig, generate
 from rtrec.movielens import fetch_sample, import_movielens
 from rtrec.settings import get_settings

@@ -112,8 +112,8 @@ def train(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Train on the marts, register the version, promote it if not worse than the current one."""
+    from model.config import preset as named_preset
     from model.lifecycle import train_and_register
-    from model.train import preset as named_preset
 
     overrides = {"device": device, **({"epochs": epochs} if epochs else {})}
     try:

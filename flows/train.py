@@ -7,10 +7,10 @@ import base64
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from model.config import preset
 from model.data import load_marts
 from model.lifecycle import TrainReport, train_and_register
 from model.registry import Registry
-from model.train import preset
 from rtrec.settings import get_settings
 
 METRICS = ("validation_ndcg@10", "validation_hr@10", "test_ndcg@10", "test_hr@10", "test_mrr@10", "test_coverage")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.data import SequenceData
+from model.data import HOLDOUT_OFFSETS, SequenceData
 from model.evaluate import Scorer, evaluate
 
 
@@ -19,7 +19,7 @@ def _interaction_matrix(inputs: list[np.ndarray], n_items: int) -> torch.Tensor:
 
 def training_inputs(data: SequenceData, split: str) -> list[np.ndarray]:
     """What a model may learn from when it is evaluated on `split`: every user's items before it."""
-    cut = {"validation": 2, "test": 1}[split]
+    cut = HOLDOUT_OFFSETS[split]
     return [s[:-cut] if held else s for s, held in zip(data.items, data.has_holdout)]
 
 

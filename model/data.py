@@ -20,6 +20,8 @@ PRICE_BUCKETS = 10
 # ten minutes, an hour, six hours, a day, a week, a month, later. Bucket 0 means unknown.
 GAP_EDGES = np.array([1, 60, 600, 3_600, 21_600, 86_400, 604_800, 2_592_000])
 GAP_BUCKETS = len(GAP_EDGES) + 1
+# Where each held-out target sits, counted from the end of a user's sequence (leave-last-out).
+HOLDOUT_OFFSETS = {"validation": 2, "test": 1}
 
 
 def gap_bucket(seconds) -> np.ndarray:
@@ -71,7 +73,7 @@ class SequenceData:
         """(users, input items, input event types, gap buckets, targets) for the users evaluated on
         `split`. The gap is the time from the last input to the target: what a live request knows
         as the time since the user's last event."""
-        cut = {"validation": 2, "test": 1}[split]
+        cut = HOLDOUT_OFFSETS[split]
         users = np.flatnonzero(self.has_holdout)
         inputs = [self.items[u][:-cut] for u in users]
         events = [self.events[u][:-cut] for u in users]

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary, gap_bucket, pad_left
+from model.data import Vocabulary, gap_bucket, pad_left
 from model.sasrec import ModelConfig, SASRec
-from rtrec.events import EVENT_INDEX, EVENT_TYPES
+from rtrec.events import EVENT_INDEX
 
 
 @dataclass
@@ -32,16 +32,7 @@ class Recommender:
     def load(cls, version_dir: Path) -> Recommender:
         config = json.loads((version_dir / "config.json").read_text())
         vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
-        model = SASRec(
-            ModelConfig(**config["model"]),
-            vocab.n_items,
-            len(vocab.categories),
-            vocab.item_category,
-            vocab.item_price_bucket,
-            n_event_types=len(EVENT_TYPES),
-            n_price_buckets=PRICE_BUCKETS,
-            n_gap_buckets=GAP_BUCKETS,
-        )
+        model = SASRec.from_vocab(ModelConfig(**config["model"]), vocab)
         model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
         return cls(model, vocab, version_dir.name)
 

@@ -6,34 +6,18 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import Scorer, evaluate
 from model.inference import Recommender
+from model.plots import save_curve
 from model.registry import Registry, not_worse
 from model.sasrec import ModelConfig
-from model.train import TrainConfig, TrainResult, dump_json, sasrec_scorer, save_curve, train
-
-
-def recommender_scorer(recommender: Recommender, data: SequenceData) -> Scorer:
-    """Score `data`'s items with a registered model that has its own vocabulary: items the model
-    never saw score -inf, items it knows are mapped across."""
-    to_model = np.array([0] + [recommender.index.get(i, 0) for i in data.vocab.item_ids])
-    known = torch.from_numpy(to_model > 0)
-    gather = torch.from_numpy(to_model)
-
-    def score(inputs: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
-        mapped = [to_model[s] for s in inputs]
-        kept = [m > 0 for m in mapped]
-        model_scores = recommender.scores(
-            [m[k] for m, k in zip(mapped, kept)], [e[k] for e, k in zip(events, kept)], gaps
-        )
-        scores = model_scores[:, gather]  # [B, V_data + 1]
-        return scores.masked_fill(~known, float("-inf"))
-
-    return score
+from model.scorer import recommender_scorer, sasrec_scorer
+from model.train import TrainResult, train
+from rtrec.landing import write_json
 
 
 @dataclass
@@ -57,12 +41,12 @@ def save_version(
 ) -> str:
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
-        dump_json(
-            {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device},
+        write_json(
             directory / "config.json",
+            {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device},
         )
-        dump_json(data.vocab.to_dict(), directory / "vocab.json")
-        dump_json(metrics, directory / "metrics.json")
+        write_json(directory / "vocab.json", data.vocab.to_dict())
+        write_json(directory / "metrics.json", metrics)
         (directory / "history.json").write_text(json.dumps(result.history))
         save_curve(result.history, directory / "curve.png")
 

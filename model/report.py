@@ -10,8 +10,8 @@ from model.baselines import most_popular, tuned_ease
 from model.data import SequenceData
 from model.evaluate import evaluate
 from model.inference import Recommender
-from model.lifecycle import recommender_scorer
 from model.registry import Registry
+from model.scorer import recommender_scorer
 
 
 def evaluation_table(

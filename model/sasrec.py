@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
+from rtrec.events import EVENT_TYPES
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -88,6 +91,20 @@ class SASRec(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
             with torch.no_grad():
                 emb.weight[0].zero_()
+
+    @classmethod
+    def from_vocab(cls, cfg: ModelConfig, vocab: Vocabulary) -> SASRec:
+        """The model for a vocabulary: what training builds and what loading a saved version rebuilds."""
+        return cls(
+            cfg,
+            vocab.n_items,
+            len(vocab.categories),
+            vocab.item_category,
+            vocab.item_price_bucket,
+            n_event_types=len(EVENT_TYPES),
+            n_price_buckets=PRICE_BUCKETS,
+            n_gap_buckets=GAP_BUCKETS,
+        )
 
     def item_table(self) -> torch.Tensor:
         """[V + 1, D] representation of every item, row 0 padding."""

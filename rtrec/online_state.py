@@ -1,4 +1,8 @@
-"""The online user state: one read for serving, and the real-time write path.
+"""The online user state: how it is read, and the real-time write path.
+
+Serving reads and writes it through `UserStateTable`, straight through the Feast provider.
+`read_online` reads it as any application would, through `FeatureStore.get_online_features`,
+together with the item stats of the items it is given; tests and benchmarks read through it.
 
 A write is read-modify-write of the user's recent-items list, so two events for one user arriving
 together could lose one. Every write for a user therefore holds that user's lock: a Redis lock when
@@ -61,7 +65,7 @@ def _ts(value) -> datetime | None:
 
 
 def read_online(store: FeatureStore, user_id: str, item_ids: Sequence[str] = ()) -> tuple[UserState, dict[str, dict]]:
-    """The user's state and the item_stats of `item_ids`, in one online read."""
+    """The user's state and the item_stats of `item_ids`, in one read through Feast's public API."""
     rows = [{"user_id": user_id, "item_id": i} for i in item_ids] or [{"user_id": user_id, "item_id": ""}]
     features = [f"user_state:{f}" for f in USER_STATE] + [f"item_stats:{f}" for f in ITEM_STATS]
     got = store.get_online_features(features=features, entity_rows=rows).to_dict(include_event_timestamps=True)

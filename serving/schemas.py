@@ -1,15 +1,18 @@
-"""Request and response bodies of the HTTP API (the event contract of DESIGN.md)."""
+"""Request and response bodies of the HTTP API (the event contract of DESIGN.md), and its user-id path parameter."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rtrec.events import EventType
 
 Id = Field(min_length=1, max_length=128)
+UserIdPath = Annotated[str, Path(min_length=1, max_length=128)]
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 

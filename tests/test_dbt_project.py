@@ -32,7 +32,7 @@ def mart(data_dir, name, order_by):
 def test_quarantine_counts_by_reason_equal_the_generator_manifest(data_dir):
     manifest = generate(SAMPLE, data_dir / "landing")
     etl()
-    quarantined = dict(query(data_dir, "select reason, count(*) from quarantine_events group by reason"))
+    quarantined = dict(query(data_dir, "select reason, count(*) from stg_events_quarantined group by reason"))
     assert quarantined == manifest["dirty"]
     assert query(data_dir, "select count(*) from stg_events") == [(manifest["clean_events"],)]
 
@@ -67,11 +67,12 @@ def test_incremental_run_processes_only_new_rows_and_matches_a_full_refresh(data
         "user_features": mart(data_dir, "user_features", ["user_id"]),
         "item_features": mart(data_dir, "item_features", ["item_id"]),
     }
-    counts = query(data_dir, "select (select count(*) from stg_events), (select count(*) from quarantine_events)")
+    counts = query(data_dir, "select (select count(*) from stg_events), (select count(*) from stg_events_quarantined)")
 
     etl(full_refresh=True)
     assert (
-        query(data_dir, "select (select count(*) from stg_events), (select count(*) from quarantine_events)") == counts
+        query(data_dir, "select (select count(*) from stg_events), (select count(*) from stg_events_quarantined)")
+        == counts
     )
     for name, frame in incremental.items():
         full = mart(data_dir, name, list(frame.columns[:1]) + (["position"] if name == "training_interactions" else []))
@@ -91,7 +92,7 @@ def test_build_passes_on_movielens_100k(data_dir, movielens_100k):
     )
     assert splits["test"] == splits["validation"] == 943
     assert sum(splits.values()) == 100_000
-    assert query(data_dir, "select count(*) from quarantine_events") == [(0,)]
+    assert query(data_dir, "select count(*) from stg_events_quarantined") == [(0,)]
 
 
 def test_a_failing_dbt_test_is_reported_by_name_and_row_count(data_dir):

@@ -5,11 +5,14 @@ import pytest
 import torch
 
 from model.baselines import most_popular, tuned_ease
+from model.config import preset
 from model.data import GAP_BUCKETS, gap_bucket, pad_left
 from model.evaluate import evaluate
 from model.metrics import mask_items, rank_metrics, ranks
 from model.sasrec import ModelConfig, SASRec
-from model.train import preset, sasrec_scorer, train, training_windows
+from model.scorer import sasrec_scorer
+from model.train import train
+from model.windows import training_windows
 from tests.model_fixtures import cyclic_data
 
 

@@ -2,11 +2,12 @@ import json
 
 import pytest
 
+from model.config import preset
 from model.evaluate import evaluate
 from model.inference import Recommender
-from model.lifecycle import recommender_scorer, train_and_register
+from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
-from model.train import preset
+from model.scorer import recommender_scorer
 from tests.model_fixtures import cyclic_data
 
 

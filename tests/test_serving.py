@@ -16,10 +16,10 @@ import pytest
 
 from flows.etl import etl
 from flows.materialize import materialize
+from model.config import preset
 from model.data import load_marts
 from model.lifecycle import train_and_register
 from model.registry import Registry
-from model.train import preset
 from rtrec.feature_store import open_store
 from rtrec.generate import ShopConfig, generate
 from rtrec.online_state import read_online

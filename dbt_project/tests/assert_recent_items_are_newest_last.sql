@@ -9,5 +9,5 @@ with numbered as (
 
 select features.user_id
 from {{ ref('user_features') }} as features
-inner join numbered on numbered.user_id = features.user_id and numbered.from_last = 1
+inner join numbered on features.user_id = numbered.user_id and numbered.from_last = 1
 where {{ list_last('features.recent_items') }} != numbered.item_id

@@ -13,8 +13,9 @@ with bounds as (
 
 select *
 from bounds
-where validation_ts < last_train
-   or test_ts < validation_ts
-   or n_validation > 1
-   or n_test > 1
-   or n_validation != n_test
+where
+    validation_ts < last_train
+    or test_ts < validation_ts
+    or n_validation > 1
+    or n_test > 1
+    or n_validation != n_test

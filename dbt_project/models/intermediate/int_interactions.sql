@@ -2,14 +2,20 @@
     cart and purchase) collapse into one, carrying the strongest event type. This is the sequence
     the recommender learns from and the unit of the leave-last-out split. -#}
 
-with events as (
+with vocabulary as (
+    {{ event_vocabulary() }}
+),
+
+events as (
     select
-        *,
-        case event_type
-            when 'purchase' then 4 when 'add_to_cart' then 3 when 'click' then 2 when 'rating' then 1 else 0
-        end as strength,
-        lag(item_id) over (partition by user_id order by ts, source_rank, source_file, source_row) as previous_item
-    from {{ ref('stg_events') }}
+        stg_events.*,
+        vocabulary.strength,
+        lag(stg_events.item_id) over (
+            partition by stg_events.user_id
+            order by stg_events.ts, stg_events.source_rank, stg_events.source_file, stg_events.source_row
+        ) as previous_item
+    from {{ ref('stg_events') }} as stg_events
+    left join vocabulary on stg_events.event_type = vocabulary.event_type
 ),
 
 numbered as (

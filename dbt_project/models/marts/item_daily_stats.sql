@@ -14,6 +14,8 @@ select
     item_id,
     day,
     events_day,
-    sum(events_day) over (partition by item_id order by day rows between unbounded preceding and current row) as events_to_date,
+    sum(events_day) over (
+        partition by item_id order by day rows between unbounded preceding and current row
+    ) as events_to_date,
     {{ dbt.dateadd('day', 1, 'day') }} as event_timestamp
 from daily

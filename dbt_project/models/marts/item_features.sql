@@ -2,22 +2,30 @@
     at the last event in the data (not the wall clock), so a replayed history has the same features. -#}
 
 with as_of as (
-    select max(ts) as data_end_ts from {{ ref('stg_events') }}
+    select max(ts) as data_end_ts
+    from {{ ref('stg_events') }}
 ),
 
 activity as (
     select
         events.item_id,
-        count(*) filter (where event_type = 'view') as n_view,
-        count(*) filter (where event_type = 'click') as n_click,
-        count(*) filter (where event_type = 'add_to_cart') as n_add_to_cart,
-        count(*) filter (where event_type = 'purchase') as n_purchase,
-        count(*) filter (where event_type = 'rating') as n_rating,
-        count(distinct user_id) as popularity_all,
-        count(distinct user_id) filter (where ts > {{ dbt.dateadd('day', -1, 'as_of.data_end_ts') }}) as popularity_1d,
-        count(distinct user_id) filter (where ts > {{ dbt.dateadd('day', -7, 'as_of.data_end_ts') }}) as popularity_7d,
-        count(distinct user_id) filter (where ts > {{ dbt.dateadd('day', -30, 'as_of.data_end_ts') }}) as popularity_30d,
-        max(ts) as last_event_ts
+        count(*) filter (where events.event_type = 'view') as n_view,
+        count(*) filter (where events.event_type = 'click') as n_click,
+        count(*) filter (where events.event_type = 'add_to_cart') as n_add_to_cart,
+        count(*) filter (where events.event_type = 'purchase') as n_purchase,
+        count(*) filter (where events.event_type = 'rating') as n_rating,
+        -- popularity: distinct users over windows that end at the last event in the data
+        count(distinct events.user_id) as popularity_all,
+        count(distinct events.user_id) filter (
+            where events.ts > {{ dbt.dateadd('day', -1, 'as_of.data_end_ts') }}
+        ) as popularity_1d,
+        count(distinct events.user_id) filter (
+            where events.ts > {{ dbt.dateadd('day', -7, 'as_of.data_end_ts') }}
+        ) as popularity_7d,
+        count(distinct events.user_id) filter (
+            where events.ts > {{ dbt.dateadd('day', -30, 'as_of.data_end_ts') }}
+        ) as popularity_30d,
+        max(events.ts) as last_event_ts
     from {{ ref('stg_events') }} as events
     cross join as_of
     group by events.item_id
@@ -43,5 +51,5 @@ select
     activity.last_event_ts,
     as_of.data_end_ts as event_timestamp
 from {{ ref('stg_items') }} as items
-left join activity on activity.item_id = items.item_id
+left join activity on items.item_id = activity.item_id
 cross join as_of

@@ -4,7 +4,9 @@
     order they first appeared. Index 0 is left free for padding. -#}
 
 with first_seen as (
-    select item_id, min(ts) as first_seen_ts
+    select
+        item_id,
+        min(ts) as first_seen_ts
     from {{ ref('int_interactions') }}
     group by item_id
 ),

@@ -19,11 +19,11 @@ select
     interactions.ts,
     cast(interactions.position as integer) as position,
     case
-        when user_interactions < 3 then 'train'
-        when position = user_interactions then 'test'
-        when position = user_interactions - 1 then 'validation'
+        when interactions.user_interactions < 3 then 'train'
+        when interactions.position = interactions.user_interactions then 'test'
+        when interactions.position = interactions.user_interactions - 1 then 'validation'
         else 'train'
     end as split
 from interactions
-inner join {{ ref('item_vocab') }} as vocab on vocab.item_id = interactions.item_id
+inner join {{ ref('item_vocab') }} as vocab on interactions.item_id = vocab.item_id
 order by interactions.user_id, position

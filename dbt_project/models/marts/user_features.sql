@@ -27,7 +27,8 @@ recent as (
 ),
 
 as_of as (
-    select max(ts) as data_end_ts from {{ ref('stg_events') }}
+    select max(ts) as data_end_ts
+    from {{ ref('stg_events') }}
 )
 
 select
@@ -41,11 +42,12 @@ select
     recent.n_interactions,
     event_counts.first_event_ts,
     event_counts.last_event_ts,
-    {{ dbt.datediff('event_counts.last_event_ts', 'as_of.data_end_ts', 'day') }} as days_since_last_event,
+    {{ dbt.datediff('event_counts.last_event_ts', 'as_of.data_end_ts', 'day') }}
+        as days_since_last_event,
     recent.recent_items,
     recent.recent_event_types,
     -- Feast's event timestamp: the state is as of the user's last event
     event_counts.last_event_ts as event_timestamp
 from event_counts
-inner join recent on recent.user_id = event_counts.user_id
+inner join recent on event_counts.user_id = recent.user_id
 cross join as_of

@@ -6,13 +6,29 @@
 {#- Clean events: typed, UTC, one row per event_id (first arrival), new ones only on incremental runs.
     Users forgotten through the API are dropped, including rows accepted before the deletion. -#}
 
-with checked as (
-    select * from {{ ref('stg_events_checked') }}
-    where reason is null
-      and user_id not in (select user_id from {{ source('landing', 'deletions') }} where user_id is not null)
+-- rows checked up to this time were taken by an earlier run (no earlier run: every row is new)
+with previous_run as (
     {% if is_incremental() %}
-      and checked_at > (select coalesce(max(checked_at), cast('1970-01-01' as timestamp)) from {{ this }})
+        select coalesce(max(checked_at), cast('1970-01-01' as timestamp)) as last_checked_at
+        from {{ this }}
+    {% else %}
+        select cast('1970-01-01' as timestamp) as last_checked_at
     {% endif %}
+),
+
+deletions as (
+    select user_id
+    from {{ source('landing', 'deletions') }}
+    where user_id is not null
+),
+
+checked as (
+    select *
+    from {{ ref('stg_events_checked') }}
+    where
+        reason is null
+        and user_id not in (select deletions.user_id from deletions)
+        and checked_at > (select previous_run.last_checked_at from previous_run)
 )
 
 select

@@ -17,6 +17,11 @@ renamed as (
     where item_id is not null
 )
 
-select item_id, title, category, description, price
+select
+    item_id,
+    title,
+    category,
+    description,
+    price
 from renamed
 where copy_number = 1

@@ -14,6 +14,11 @@ renamed as (
     where user_id is not null
 )
 
-select user_id, segment, age, gender, occupation
+select
+    user_id,
+    segment,
+    age,
+    gender,
+    occupation
 from renamed
 where copy_number = 1
