@@ -1,7 +1,6 @@
 import pytest
 
 from rtrec import redis_server
-from rtrec.redis_server import free_port  # noqa: F401 (tests import it from here)
 from rtrec.settings import get_settings
 
 

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.conftest import free_port
+from rtrec.redis_server import free_port
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -18,8 +18,8 @@ from flows.materialize import materialize
 from rtrec.feature_store import FEATURE_REPO_DIR, feast_redis_connection, open_store
 from rtrec.generate import ShopConfig, generate
 from rtrec.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online
+from rtrec.redis_server import free_port
 from rtrec.settings import get_settings
-from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
