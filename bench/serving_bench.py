@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import percentiles, prepare
-from bench.feature_bench import free_port
 from rtrec.generate import ShopConfig
+from rtrec.redis_server import free_port
 
 
 def get(client, users):
