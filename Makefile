@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install lock bench clean
+.PHONY: demo test test-browser lint format install lock bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,12 @@ demo: $(STAMP)
 # Lint first: a formatting or lint failure fails `make test`, and so CI.
 test: lint
 	$(BIN)/python -m pytest
+
+# The storefront page in a real headless Chromium: Debian's /usr/bin/chromium (apt-get install -y
+# chromium; .ci/run installs it) driven by Playwright. Only the tests marked `browser`, which
+# `make test` leaves out.
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -m browser
 
 # ruff formats and lints the Python; sqlfluff (dbt templater) lints the SQL. The dbt templater
 # compiles the project, whose profile needs a data directory: an empty one inside .venv.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from urllib.parse import urlencode
 
 import httpx
 import pyarrow.parquet as pq
@@ -61,6 +62,10 @@ def run_demo(settings: Settings, port: int | None, console: Console) -> None:
     share = lambda body: sum(category_of.get(i["item_id"]) == category for i in body["items"])  # noqa: E731
     console.print(f"'{category}' items in {user}'s top-10: {share(before)} before, {share(after)} after")
     console.print(f"\nAPI running at {url} (docs: {url}/docs); Ctrl-C stops it.")
+    if settings.api_token:
+        console.print("The page sends clicks with a bearer token: paste RTREC_API_TOKEN into its token field.")
+    query = urlencode({"users": ",".join(active), "user": user}, safe=",")
+    console.print(f"Storefront page: {url}/demo?{query}", soft_wrap=True)
     try:
         proc.wait()
     except KeyboardInterrupt:

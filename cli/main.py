@@ -238,14 +238,30 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: RTREC_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: RTREC_API_PORT).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Serve off loopback without RTREC_API_TOKEN (writes open to all).")
+    ] = False,
 ) -> None:
-    """Run the HTTP API (uvicorn)."""
+    """Run the HTTP API (uvicorn). Off loopback, the write endpoints need RTREC_API_TOKEN set."""
+    import ipaddress
     import os
     import shutil
 
     import uvicorn
 
     settings = get_settings()
+    bind = host or settings.api_host
+    try:
+        loopback = bind == "localhost" or ipaddress.ip_address(bind.strip("[]")).is_loopback
+    except ValueError:  # any other host name may resolve to a public address
+        loopback = False
+    if not loopback and settings.api_token is None and not insecure:
+        raise _fail(
+            ValueError(
+                f"refusing to serve {bind} without a token: POST /v1/events and DELETE /v1/users would be open "
+                "to the network. Set RTREC_API_TOKEN, bind a loopback address, or pass --insecure."
+            )
+        )
     if workers > 1:  # Prometheus counters are summed over the worker processes from files here
         metrics_dir = settings.data_dir / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -254,7 +270,7 @@ def serve(
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
-        host=host or settings.api_host,
+        host=bind,
         port=port or settings.api_port,
         workers=workers,
         log_level="warning",
@@ -291,6 +307,9 @@ def pipeline(
     from flows.nightly import nightly
 
     results = nightly(preset_name=preset, epochs=epochs, device=device)
+    if "skipped" in results:
+        console.print(f"[yellow]skipped:[/yellow] {results['skipped']}", soft_wrap=True)
+        raise typer.Exit(1)
     report = results["train"]
     console.print(f"data quality: {results['etl']}", soft_wrap=True)
     console.print(
@@ -320,6 +339,22 @@ def demo(
     generate()
     pipeline(preset="cpu", epochs=epochs, device="auto")
     run_demo(get_settings(), port, console)
+
+
+@app.command()
+def forget(user_id: str) -> None:
+    """Forget USER_ID as DELETE /v1/users/{user_id} does; the next nightly run removes the rest."""
+    from cli.privacy import forget as run
+
+    raise typer.Exit(run(get_settings(), user_id, console))
+
+
+@app.command("privacy-audit")
+def privacy_audit(user_id: str) -> None:
+    """Search every store and file rtrec writes for USER_ID; exit status 1 when it is found somewhere."""
+    from cli.privacy import print_audit, run_audit
+
+    raise typer.Exit(print_audit(run_audit(get_settings(), user_id), console))
 
 
 if __name__ == "__main__":

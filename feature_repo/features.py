@@ -6,6 +6,11 @@ TTLs, chosen on purpose:
 - item_stats: 7 days. Rebuilt nightly; a week without a successful batch run means the numbers
   should no longer be trusted in training data.
 - item_daily_stats: 1 day. One row per item and day: a lookup sees only that day's totals.
+
+Online, the nightly run writes every row of user_state and item_stats stamped with its cut (the time
+its dbt step started; flows/materialize.py), not with the marts' own event timestamps, and the
+online stores keep the newer row: a real-time push after the cut wins, everything else is replaced
+by what the warehouse says. The offline store (the marts) keeps the event-time stamps.
 """
 
 from datetime import timedelta

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import UTC, datetime
 
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
@@ -31,9 +33,18 @@ def describe_failures(results) -> list[str]:
     return lines
 
 
+def dbt_vars(run_started_at: datetime | None) -> list[str]:
+    """dbt's `--vars` for a run whose wall-clock start is given (a replay, or a clock set back)."""
+    if run_started_at is None:
+        return []
+    started = run_started_at.replace(tzinfo=UTC) if run_started_at.tzinfo is None else run_started_at.astimezone(UTC)
+    return ["--vars", json.dumps({"run_started_at": started.isoformat()})]
+
+
 @task(name="dbt-build")
-def dbt_build(full_refresh: bool = False) -> dict[str, int]:
-    """Run `dbt build`; on a retried flow run, `dbt retry` re-runs only what failed or was skipped.
+def dbt_build(full_refresh: bool = False, run_started_at: datetime | None = None) -> dict[str, int]:
+    """Run `dbt build`; on a retried flow run, `dbt retry` re-runs only what failed or was skipped
+    (with the first attempt's flags and vars).
 
     Returns the count of nodes by status; raises DbtBuildFailed naming every failed node."""
     settings = get_settings()
@@ -42,7 +53,9 @@ def dbt_build(full_refresh: bool = False) -> dict[str, int]:
     # dbt's profile and sources read the data location from the environment.
     os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
     retrying = (flow_run.run_count or 1) > 1 and not full_refresh
-    args = ["retry"] if retrying else ["build", *(["--full-refresh"] if full_refresh else [])]
+    args = (
+        ["retry"] if retrying else ["build", *(["--full-refresh"] if full_refresh else []), *dbt_vars(run_started_at)]
+    )
     runner = PrefectDbtRunner(
         settings=PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),
         raise_on_failure=False,

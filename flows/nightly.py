@@ -1,12 +1,25 @@
-"""The `nightly` flow: etl -> materialize -> train, each step stopping the ones after it on failure."""
+"""The `nightly` flow: forget -> etl -> materialize -> train, each step stopping the ones after it on
+failure; one run at a time per data directory."""
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
 
 from flows.etl import etl
 from flows.materialize import materialize
 from flows.train import train
+from rtrec.privacy import redact_landing
+from rtrec.settings import get_settings
+
+LOCK_NAME = "nightly.lock"
 
 
 class NightlyStepFailed(RuntimeError):
@@ -14,26 +27,82 @@ class NightlyStepFailed(RuntimeError):
 
 
 LEFT_UNCHANGED = {
+    "forget": "the warehouse, the online store and the current model (nothing after it ran)",
     "etl": "the online store and the current model (nothing after dbt ran)",
     "materialize": "the current model; the warehouse and marts already hold tonight's data",
     "train": "the current model (a failed training never touches it); marts and online store are fresh",
 }
 
 
+@contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[str | None]:
+    """Hold the data directory's nightly lock while the block runs: yields None when this run holds
+    it, or, when another run holds it, why not (who holds it, since when) without waiting.
+
+    An exclusive `flock` on `<data_dir>/nightly.lock`: the CPU and the GPU deployments share one
+    schedule and may share a data directory, and two runs on one warehouse, landing zone and online
+    store would interleave their writes. The lock goes with the process that holds it, crash or not."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            busy = None
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            busy = f"another nightly run holds {path} ({holder})"
+        if busy:
+            yield busy
+            return
+        try:
+            run = flow_run.get_name() or flow_run.get_id() or "-"
+            holder = f"pid {os.getpid()}, flow run {run}, since {datetime.now(UTC).isoformat(timespec='seconds')}"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+            yield None
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@task(name="forget-in-landing-zone")
+def forget_in_landing() -> dict:
+    """Rewrite the landing zone's batch files and users.parquet without forgotten users' rows, before
+    dbt reads them (a rewritten file stays the same batch to dbt)."""
+    done = redact_landing(get_settings().landing_dir)
+    get_run_logger().info(
+        "forgotten users on record: %d; rewrote %d landing file(s) without them (%d rows removed)",
+        done.users,
+        len(done.files_rewritten),
+        done.rows_removed,
+    )
+    return {"users": done.users, "files_rewritten": done.files_rewritten, "rows_removed": done.rows_removed}
+
+
 @flow(name="nightly")
 def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "auto") -> dict:
+    """The steps' results by name; `{"skipped": reason}` when another nightly run holds the data
+    directory (the run is skipped, not queued: the next schedule runs on fresh data anyway)."""
     steps = {
+        "forget": lambda: forget_in_landing(),
         "etl": lambda: etl(),
         "materialize": lambda: materialize(),
         "train": lambda: train(preset_name=preset_name, epochs=epochs, device=device),
     }
-    results = {}
-    for name, step in steps.items():
-        try:
-            results[name] = step()
-        except Exception as err:
-            raise NightlyStepFailed(
-                f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
-            ) from err
-        get_run_logger().info("nightly step %s done", name)
-    return results
+    with data_dir_lock(get_settings().data_dir) as busy:
+        if busy:
+            get_run_logger().warning("nightly run skipped: %s", busy)
+            return {"skipped": busy}
+        results = {}
+        for name, step in steps.items():
+            try:
+                results[name] = step()
+            except Exception as err:
+                raise NightlyStepFailed(
+                    f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
+                ) from err
+            get_run_logger().info("nightly step %s done", name)
+        return results

@@ -5,6 +5,11 @@ item vocabulary), ``metrics.json``, ``history.json`` and ``curve.png``. A versio
 written under a temporary name and renamed, so it is complete or absent. ``CURRENT`` names the
 serving version and is replaced atomically; ``promotions.jsonl`` logs every switch, and replaying
 it gives the stack that ``rollback`` walks back.
+
+Durable, not only atomic: a rename can reach the disk before the data it names, so after a power
+loss ``CURRENT`` could name a truncated version. Every file of a version, its directory and the
+versions directory are fsynced before the rename (and the versions directory again after it); the
+new pointer file is fsynced before it replaces ``CURRENT``, and the registry directory after.
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ class Registry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        _sync_tree(staging)
+        fsync_dir(self.versions)
         staging.rename(self.versions / version)
+        fsync_dir(self.versions)  # the rename itself
         return version
 
     def path(self, version: str) -> Path:
@@ -107,8 +115,36 @@ class Registry:
             log.flush()
             os.fsync(log.fileno())
         tmp = self.pointer.with_name(f".CURRENT.{os.getpid()}")
-        tmp.write_text(version + "\n")
+        with tmp.open("w") as pointer:
+            pointer.write(version + "\n")
+            pointer.flush()
+            os.fsync(pointer.fileno())
         os.replace(tmp, self.pointer)  # readers see the old name or the new one, never half of one
+        fsync_dir(self.root)  # the replace itself, and the log's entry when it was just created
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (files created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every directory, deepest first, `root` last."""
+    directories = []
+    for directory, _, files in os.walk(root):
+        directories.append(Path(directory))
+        for name in files:
+            fd = os.open(Path(directory) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    for directory in reversed(directories):
+        fsync_dir(directory)
 
 
 def not_worse(candidate: float, current: float | None) -> bool:

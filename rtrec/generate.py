@@ -17,6 +17,7 @@ they are made, so memory stays bounded and the event log is in time order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rtrec.landing import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, reset_batch_data, write_json
+from rtrec.landing import (
+    EVENT_SCHEMA,
+    ITEM_SCHEMA,
+    USER_SCHEMA,
+    fsync_dir,
+    reset_batch_data,
+    write_json,
+    write_parquet_atomically,
+)
 from rtrec.oracle import expected_metrics
 
 CATEGORIES = (
@@ -203,7 +212,9 @@ def _ids(prefix: str, numbers: np.ndarray) -> pa.Array:
 
 
 class _EventWriter:
-    """Appends event tables to parquet files, starting a new file every ROWS_PER_FILE rows."""
+    """Appends event tables to parquet files, starting a new file every ROWS_PER_FILE rows. A file is
+    written under a temporary name and renamed into place once complete: the landing zone never
+    holds part of a batch file."""
 
     def __init__(self, directory: Path) -> None:
         self.directory, self.writer, self.rows_in_file, self.files = directory, None, 0, []
@@ -211,9 +222,9 @@ class _EventWriter:
     def write(self, table: pa.Table) -> None:
         if self.writer is None or self.rows_in_file >= ROWS_PER_FILE:
             self.close()
-            path = self.directory / f"events-{len(self.files):05d}.parquet"
+            path = self.directory / f"events-{len(self.files):05d}.parquet.tmp"
             self.writer, self.rows_in_file = pq.ParquetWriter(path, EVENT_SCHEMA), 0
-            self.files.append(path.name)
+            self.files.append(path.name.removesuffix(".tmp"))
         self.writer.write_table(table)
         self.rows_in_file += table.num_rows
 
@@ -221,6 +232,9 @@ class _EventWriter:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+            done = self.directory / self.files[-1]
+            os.replace(done.with_name(done.name + ".tmp"), done)
+            fsync_dir(self.directory)
 
 
 @dataclass
@@ -342,7 +356,7 @@ def _write_catalog(cfg: ShopConfig, shop: Shop, landing: Path) -> None:
         },
         schema=ITEM_SCHEMA,
     )
-    pq.write_table(items, landing / "items.parquet")
+    write_parquet_atomically(items, landing / "items.parquet")
     rank = np.argsort(np.argsort(-shop.activity))
     segment = np.where(rank < cfg.users * 0.05, "vip", np.where(rank < cfg.users * 0.5, "regular", "casual"))
     nulls = pa.nulls(cfg.users, pa.string())
@@ -356,7 +370,7 @@ def _write_catalog(cfg: ShopConfig, shop: Shop, landing: Path) -> None:
         },
         schema=USER_SCHEMA,
     )
-    pq.write_table(users, landing / "users.parquet")
+    write_parquet_atomically(users, landing / "users.parquet")
 
 
 def _track_oracle(track: _OracleTrack, taste: np.ndarray, user, item, prev, before) -> None:

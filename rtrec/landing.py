@@ -9,11 +9,13 @@ be lost at write time.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -65,6 +67,30 @@ def ensure_landing_zone(landing_dir: Path) -> None:
     feedback.mkdir(parents=True, exist_ok=True)
     (feedback / "0-init.jsonl").touch()
     (landing_dir / "deletions.jsonl").touch()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the names in a folder durable (after a rename into it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_parquet_atomically(table: pa.Table, path: Path) -> None:
+    """Write a landing file so that a reader sees the old file or the whole new one, never part of
+    one, and a crash leaves one of the two: temporary file (its name ends in .tmp, so no source
+    pattern matches it), fsync, rename over, fsync of the folder."""
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

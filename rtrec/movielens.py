@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from rtrec.landing import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, reset_batch_data, write_json
+from rtrec.landing import EVENT_SCHEMA, ITEM_SCHEMA, USER_SCHEMA, reset_batch_data, write_json, write_parquet_atomically
 
 ML100K_GENRES = (
     "unknown",
@@ -186,9 +185,9 @@ def import_movielens(folder: Path, landing: Path) -> dict:
     movies = _read_movies(files["movies"], layout)
     users = _read_users(files["users"], layout)
     reset_batch_data(landing)
-    pq.write_table(ratings, landing / "events" / "events-00000.parquet")
-    pq.write_table(movies, landing / "items.parquet")
-    pq.write_table(users, landing / "users.parquet")
+    write_parquet_atomically(ratings, landing / "events" / "events-00000.parquet")
+    write_parquet_atomically(movies, landing / "items.parquet")
+    write_parquet_atomically(users, landing / "users.parquet")
     manifest = {
         "source": str(folder),
         "format": layout.name,

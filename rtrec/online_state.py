@@ -7,24 +7,42 @@ together with the item stats of the items it is given; tests and benchmarks read
 A write is read-modify-write of the user's recent-items list, so two events for one user arriving
 together could lose one. Every write for a user therefore holds that user's lock: a Redis lock when
 the online store is Redis (it holds across hosts), otherwise an exclusive file lock on one of a
-fixed set of stripe files (it holds across the worker processes of one host).
+fixed set of stripe files (it holds across the worker processes of one host). A lock is waited on
+for a bounded time (`LockTimeout` after it): the event is durable already, so a busy lock costs an
+online update, never a stalled request.
 
 Redis ignores a write whose Feast event timestamp is not newer than the stored one, and Feast
 reads stored timestamps back in whole seconds. So, inside the lock, a pushed row is stamped with
 the current second or the stored one plus a second, whichever is later: a per-user logical clock
 that a burst of events may run a few seconds ahead of the wall clock. The user's real last event
 time is the `last_event_ts` feature.
+
+Forgetting a user leaves a tombstone: the row is emptied and keeps, in a field outside the view's
+schema (`forgotten_at`, invisible to Feast readers), the deletion time. What a deletion forgot stays
+forgotten: a push of an event received at or before that time is skipped, under the user's lock,
+so a push racing a DELETE can never bring the user back; events received later start a new history.
+The nightly run removes forgotten users' rows entirely (`remove_user_keys`).
+
+Every call to the online store goes through a per-process `CircuitBreaker`: after a failure, calls
+fail at once (`StoreUnavailable`) for a cooldown, then one trial call decides whether the store is
+back. A store that is down costs one timeout per process, not one per event.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from feast import FeatureStore, ValueType
@@ -36,7 +54,20 @@ from rtrec.events import STRENGTH
 
 USER_STATE = ("recent_items", "recent_event_types", "last_event_ts")
 ITEM_STATS = ("category", "price", "popularity_all", "popularity_7d", "purchase_rate")
+FORGOTTEN_AT = "forgotten_at"  # the tombstone's field: stored in the user's row, not a feature of the view
 LOCK_STRIPES = 256
+LOCK_EXPIRY_SECONDS = 10  # a Redis lock whose holder died frees itself after this
+BREAKER_COOLDOWN_SECONDS = 2.0
+
+log = logging.getLogger("rtrec.online_state")
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store failed recently: the call was not made (the circuit breaker is open)."""
+
+
+class LockTimeout(TimeoutError):
+    """The user's lock was not acquired within the wait."""
 
 
 @dataclass
@@ -46,6 +77,7 @@ class UserState:
     recent_event_types: list[str] = field(default_factory=list)
     last_event_ts: datetime | None = None
     stored_at: datetime | None = None  # Feast event timestamp of the stored row
+    forgotten_at: datetime | None = None  # the user's last deletion: events received until then stay out
 
     @property
     def known(self) -> bool:
@@ -62,6 +94,10 @@ def _ts(value) -> datetime | None:
         return datetime.fromtimestamp(value, UTC)
     ts = pd.Timestamp(value)
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def read_online(store: FeatureStore, user_id: str, item_ids: Sequence[str] = ()) -> tuple[UserState, dict[str, dict]]:
@@ -97,11 +133,102 @@ def appended(state: UserState, item_id: str, event_type: str, max_len: int) -> t
     return items[-max_len:], types[-max_len:]
 
 
-class UserLocks:
-    """Per-user mutual exclusion across processes (file stripes) or hosts (Redis)."""
+class CircuitBreaker:
+    """Fail fast while the online store is down; per process, thread-safe.
 
-    def __init__(self, lock_dir: Path | None = None, redis_url: str | None = None, timeout: float = 0.5) -> None:
+    closed: calls go through. A failed call opens it: for `cooldown` seconds every call fails at
+    once with `StoreUnavailable`. Then it is half-open: one trial call goes through (the others
+    still fail fast); its success closes the breaker, its failure opens it for another cooldown.
+    A `LockTimeout` says nothing about the store and changes nothing. `on_change(state)` hears
+    every change of state, `on_reject()` every call failed fast (serving counts them)."""
+
+    CLOSED, HALF_OPEN, OPEN = "closed", "half-open", "open"
+
+    def __init__(
+        self,
+        cooldown: float = BREAKER_COOLDOWN_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], Any] | None = None,
+        on_reject: Callable[[], Any] | None = None,
+    ) -> None:
+        self.cooldown, self.clock = cooldown, clock
+        self.on_change, self.on_reject = on_change, on_reject
+        self._state, self._opened_at, self._trial = self.CLOSED, 0.0, False
+        self._mutex = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        with self._mutex:
+            if self._state == self.OPEN and self.clock() - self._opened_at >= self.cooldown:
+                return self.HALF_OPEN  # the next call is the trial
+            return self._state
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """One call to the store: raises `StoreUnavailable` without running it while open."""
+        trial = self._admit()
+        try:
+            yield
+        except LockTimeout:
+            self._settle(None, trial)
+            raise
+        except Exception as err:
+            self._settle(False, trial, err)
+            raise
+        except BaseException:
+            self._settle(None, trial)
+            raise
+        self._settle(True, trial)
+
+    def _admit(self) -> bool:
+        with self._mutex:
+            if self._state == self.CLOSED:
+                return False
+            if self._state == self.OPEN and self.clock() - self._opened_at >= self.cooldown:
+                self._set(self.HALF_OPEN)
+            if self._state == self.HALF_OPEN and not self._trial:
+                self._trial = True
+                return True
+            left = max(0.0, self.cooldown - (self.clock() - self._opened_at))
+        if self.on_reject:
+            self.on_reject()
+        raise StoreUnavailable(f"online store unavailable: failing fast (circuit {self._state}, retry in {left:.1f} s)")
+
+    def _settle(self, ok: bool | None, trial: bool, err: Exception | None = None) -> None:
+        with self._mutex:
+            if trial:
+                self._trial = False
+            if ok is False:
+                self._opened_at = self.clock()
+                if self._state != self.OPEN:
+                    log.warning(
+                        "online store call failed (%s): failing fast for %.1f s", type(err).__name__, self.cooldown
+                    )
+                self._set(self.OPEN)
+            elif ok and trial:
+                log.warning("online store answers again: circuit closed")
+                self._set(self.CLOSED)
+
+    def _set(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            if self.on_change:
+                self.on_change(state)
+
+
+class UserLocks:
+    """Per-user mutual exclusion across processes (file stripes) or hosts (Redis), each waited on
+    for at most `wait` seconds (default: the Redis socket timeout)."""
+
+    def __init__(
+        self,
+        lock_dir: Path | None = None,
+        redis_url: str | None = None,
+        timeout: float = 0.5,
+        wait: float | None = None,
+    ) -> None:
         self.lock_dir, self.redis = lock_dir, None
+        self.wait = timeout if wait is None else wait
         if redis_url:
             import redis
 
@@ -112,19 +239,49 @@ class UserLocks:
         else:
             lock_dir.mkdir(parents=True, exist_ok=True)
 
+    def acquire(self, user_id: str) -> Any:
+        """The user's lock, held: a handle for `release`. `LockTimeout` when it stays busy."""
+        if self.redis is not None:
+            lock = self.redis.lock(
+                f"rtrec:user-lock:{user_id}", timeout=LOCK_EXPIRY_SECONDS, sleep=0.005, blocking_timeout=self.wait
+            )
+            if not lock.acquire():
+                raise LockTimeout(f"a user lock stayed busy for {self.wait:.2f} s")
+            return lock
+        stripe = zlib.crc32(user_id.encode()) % LOCK_STRIPES
+        fd = os.open(self.lock_dir / f"user-{stripe:03d}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        deadline, pause = time.monotonic() + self.wait, 0.001
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise LockTimeout(f"a user lock stayed busy for {self.wait:.2f} s") from None
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.01)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def release(self, handle: Any) -> None:
+        if self.redis is not None:
+            handle.release()
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            os.close(handle)
+
     @contextmanager
     def hold(self, user_id: str) -> Iterator[None]:
-        if self.redis is not None:
-            with self.redis.lock(f"rtrec:user-lock:{user_id}", timeout=10, blocking_timeout=10):
-                yield
-            return
-        stripe = zlib.crc32(user_id.encode()) % LOCK_STRIPES
-        with open(self.lock_dir / f"user-{stripe:03d}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        handle = self.acquire(user_id)
+        try:
+            yield
+        finally:
+            self.release(handle)
 
 
 def next_version(state: UserState, now: datetime) -> datetime:
@@ -138,27 +295,38 @@ class UserStateTable:
 
     `FeatureStore.push` and the read after it rebuild every feature view from the registry on each
     call (~5 ms each, most of a write's time); the view is resolved here once instead. The rows are
-    the ones the push source would write: the same view, entity key and value types."""
+    the ones the push source would write: the same view, entity key and value types, plus the
+    tombstone field once the user was forgotten. Every call goes through `breaker`."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, breaker: CircuitBreaker | None = None) -> None:
         self.config, self.provider = store.config, store.provider
         self.view = store.get_feature_view("user_state")
+        self.breaker = breaker or CircuitBreaker()
 
     @staticmethod
     def key(user_id: str) -> EntityKey:
         return EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=user_id)])
 
     def read(self, user_id: str) -> UserState:
-        stored_at, values = self.provider.online_read(self.config, self.view, [self.key(user_id)], list(USER_STATE))[0]
-        if not values:
+        with self.breaker.guard():
+            stored_at, values = self.provider.online_read(
+                self.config, self.view, [self.key(user_id)], [*USER_STATE, FORGOTTEN_AT]
+            )[0]
+        python = {
+            name: feast_value_type_to_python_type(value)
+            for name, value in (values or {}).items()
+            if value.WhichOneof("val")
+        }
+        if not python:  # no row (Redis answers a missing key with empty values)
             return UserState(user_id)
-        python = {name: feast_value_type_to_python_type(value) for name, value in values.items()}
+        forgotten = python.get(FORGOTTEN_AT)
         return UserState(
             user_id,
             list(python.get("recent_items") or []),
             list(python.get("recent_event_types") or []),
             _ts(python.get("last_event_ts")),
             _ts(stored_at),
+            datetime.fromisoformat(forgotten) if forgotten else None,
         )
 
     def write(self, state: UserState) -> None:
@@ -167,26 +335,123 @@ class UserStateTable:
             "recent_event_types": python_values_to_proto_values([state.recent_event_types], ValueType.STRING_LIST)[0],
             "last_event_ts": python_values_to_proto_values([state.last_event_ts], ValueType.UNIX_TIMESTAMP)[0],
         }
-        self.provider.online_write_batch(
-            self.config, self.view, [(self.key(state.user_id), values, state.stored_at, None)], None
-        )
+        if state.forgotten_at is not None:  # carried along by every write, so every field has one timestamp
+            values[FORGOTTEN_AT] = Value(string_val=_utc(state.forgotten_at).isoformat())
+        with self.breaker.guard():
+            self.provider.online_write_batch(
+                self.config, self.view, [(self.key(state.user_id), values, state.stored_at, None)], None
+            )
+
+
+@contextmanager
+def user_lock(table: UserStateTable, locks: UserLocks, user_id: str) -> Iterator[None]:
+    """Hold the user's lock. Taking a Redis lock is a call to the store: it goes through the
+    table's breaker (a file lock too, harmlessly). A failed release is logged, not raised: the
+    work under the lock is done, and a Redis lock frees itself after LOCK_EXPIRY_SECONDS."""
+    with table.breaker.guard():
+        handle = locks.acquire(user_id)
+    try:
+        yield
+    finally:
+        try:
+            locks.release(handle)
+        except Exception as err:
+            log.warning("releasing a user lock failed: %s", err)
 
 
 def push_event(
-    table: UserStateTable, locks: UserLocks, user_id: str, item_id: str, event_type: str, ts: datetime, max_len: int
-) -> UserState:
-    """Append one event to the user's online state; the next online read shows it."""
-    with locks.hold(user_id):
+    table: UserStateTable,
+    locks: UserLocks,
+    user_id: str,
+    item_id: str,
+    event_type: str,
+    ts: datetime,
+    max_len: int,
+    *,
+    received_at: datetime | None = None,
+) -> UserState | None:
+    """Append one event to the user's online state; the next online read shows it.
+
+    `received_at` is when the feedback log accepted the event (default: now). An event received at
+    or before the user's last deletion is skipped (None is returned): a push that lost a race with
+    a DELETE never brings forgotten history back."""
+    received_at = _utc(received_at) if received_at is not None else datetime.now(UTC)
+    with user_lock(table, locks, user_id):
         state = table.read(user_id)
+        if state.forgotten_at is not None and received_at <= state.forgotten_at:
+            return None
         items, types = appended(state, item_id, event_type, max_len)
         last = max(filter(None, [state.last_event_ts, ts]))
-        new = UserState(user_id, items, types, last, next_version(state, datetime.now(UTC)))
+        new = UserState(user_id, items, types, last, next_version(state, datetime.now(UTC)), state.forgotten_at)
         table.write(new)
         return new
 
 
-def forget_user(table: UserStateTable, locks: UserLocks, user_id: str) -> None:
-    """Replace the user's online state with an empty one (newer than anything stored)."""
-    with locks.hold(user_id):
-        state = table.read(user_id)
-        table.write(UserState(user_id, [], [], None, next_version(state, datetime.now(UTC))))
+def mark_forgotten(table: UserStateTable, user_id: str, deleted_at: datetime) -> UserState:
+    """Replace the user's online state with a tombstone: no history, newer than anything stored,
+    holding the latest deletion time. Call it holding the user's lock (`user_lock`)."""
+    state = table.read(user_id)
+    forgotten_at = max(filter(None, [state.forgotten_at, _utc(deleted_at)]))
+    tombstone = UserState(user_id, [], [], None, next_version(state, datetime.now(UTC)), forgotten_at)
+    table.write(tombstone)
+    return tombstone
+
+
+def forget_user(table: UserStateTable, locks: UserLocks, user_id: str, deleted_at: datetime | None = None) -> None:
+    """Empty the user's online state and skip, from now on, events received until `deleted_at`
+    (default: now)."""
+    with user_lock(table, locks, user_id):
+        mark_forgotten(table, user_id, deleted_at or datetime.now(UTC))
+
+
+def remove_user_keys(store_or_table: FeatureStore | UserStateTable, user_ids: Iterable[str]) -> int:
+    """Delete the users' rows, tombstones included, from the online store (SQLite or Redis):
+    every online view keyed by user_id. Returns how many of the users had a row. For the nightly
+    run, after the deletions have reached the warehouse; takes no user lock."""
+    if isinstance(store_or_table, UserStateTable):
+        config, online, views = store_or_table.config, store_or_table.provider.online_store, [store_or_table.view]
+    else:
+        config, online = store_or_table.config, store_or_table.provider.online_store
+        views = [v for v in store_or_table.list_feature_views() if v.online and "user_id" in v.join_keys]
+    keys = [UserStateTable.key(u) for u in dict.fromkeys(user_ids)]
+    if not keys or not views:
+        return 0
+    version = config.entity_key_serialization_version
+    removed = 0
+    from feast.infra.online_stores.redis import RedisOnlineStore
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    if isinstance(online, RedisOnlineStore):
+        from feast.infra.online_stores.helpers import _redis_key
+
+        client = online._get_client(config.online_store)
+        redis_keys = [_redis_key(config.project, k, entity_key_serialization_version=version) for k in keys]
+        for start in range(0, len(redis_keys), 500):  # one Redis hash per user holds all of its views
+            removed += client.delete(*redis_keys[start : start + 500])
+        return removed
+    if isinstance(online, SqliteOnlineStore):
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        versioning = config.registry.enable_online_feature_view_versioning
+        tables = [_quote_id(_table_id(config.project, view, versioning)) for view in views]
+        binary = [serialize_entity_key(k, entity_key_serialization_version=version) for k in keys]
+        # a connection of its own (Feast shares one among a process's threads): one write transaction
+        with closing(sqlite3.connect(online._get_db_path(config), timeout=30, isolation_level=None)) as conn:
+            conn.execute("begin immediate")
+            try:
+                for start in range(0, len(binary), 500):
+                    chunk = binary[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    found: set[bytes] = set()
+                    for table in tables:
+                        query = f"select distinct entity_key from {table} where entity_key in ({marks})"
+                        found |= {row[0] for row in conn.execute(query, chunk)}
+                        conn.execute(f"delete from {table} where entity_key in ({marks})", chunk)
+                    removed += len(found)
+                conn.execute("commit")
+            except BaseException:
+                conn.execute("rollback")
+                raise
+        return removed
+    raise NotImplementedError(f"removing keys from a {type(online).__name__} online store")

@@ -25,25 +25,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(timeout_s: float = 10.0) -> tuple[subprocess.Popen, str]:
-    """A redis-server on a free loopback port, without persistence: (process, url), once it answers."""
+def launch(port: int, *options: str, timeout_s: float = 10.0) -> subprocess.Popen:
+    """A redis-server on a loopback `port` with extra command-line `options`, once it answers."""
     import redis
 
-    port = free_port()
     proc = subprocess.Popen(
-        [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
+        [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1", *options], stdout=subprocess.DEVNULL
     )
-    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis(port=port)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            redis.Redis.from_url(url).ping()
-            return proc, url
+            client.ping()
+            return proc
         except redis.ConnectionError:
             time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"redis-server did not answer on {url} within {timeout_s:.0f} s")
+    raise RuntimeError(f"redis-server did not answer on port {port} within {timeout_s:.0f} s")
+
+
+def start() -> tuple[subprocess.Popen, str]:
+    """A redis-server on a free loopback port, without persistence: (process, url)."""
+    port = free_port()
+    return launch(port, "--save", "", "--appendonly", "no"), f"redis://127.0.0.1:{port}/0"
 
 
 @contextmanager

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address `rtrec serve` binds.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")
+    feedback_file_max_bytes: int = Field(
+        8 * 2**20, ge=4096, description="The API starts a new feedback log file after this many bytes."
+    )
     max_recent_items: int = Field(50, ge=1, le=1000, description="Length of a user's online recent-items state.")
     schedule_cron: str | None = Field(None, description="Overrides the nightly schedule prefect.yaml declares.")
     schedule_timezone: str | None = Field(None, description="Overrides the time zone prefect.yaml declares.")

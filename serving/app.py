@@ -14,13 +14,14 @@ from fastapi import FastAPI
 from model.registry import Registry
 from rtrec.feature_store import open_store
 from rtrec.landing import ensure_landing_zone
-from rtrec.online_state import UserLocks, UserStateTable
+from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
 from rtrec.settings import Settings, get_settings
+from serving import metrics
 from serving.catalog import Catalog
 from serving.feedback_log import FeedbackLog
-from serving.middleware import observe
-from serving.model_holder import ModelHolder
-from serving.routes import events, monitoring, recommendations, users
+from serving.middleware import BodyLimit, observe
+from serving.model_holder import ModelHolder, watch
+from serving.routes import demo, events, history, items, monitoring, recommendations, users
 
 
 @asynccontextmanager
@@ -29,14 +30,20 @@ async def lifespan(app: FastAPI):
     # one intra-op thread per worker: requests are small, and workers already use every core
     torch.set_num_threads(1)
     ensure_landing_zone(settings.landing_dir)
-    app.state.user_state = UserStateTable(open_store(settings))
+    # one breaker per worker process: a store that is down costs one timeout, then calls fail fast
+    breaker = CircuitBreaker(on_change=metrics.breaker_state, on_reject=metrics.breaker_rejected)
+    metrics.ONLINE_STORE_BREAKER.set(metrics.BREAKER_STATES[breaker.state])
+    app.state.user_state = UserStateTable(open_store(settings), breaker)
     redis_url = settings.redis_url if settings.online_store == "redis" else None
     app.state.locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds)
-    app.state.feedback = FeedbackLog(settings.feedback_dir)
+    app.state.feedback = FeedbackLog(settings.feedback_dir, settings.feedback_file_max_bytes)
+    # serving state: neither a missing mart nor a missing or damaged model stops the worker
     app.state.catalog = Catalog(settings.marts_dir)
     app.state.models = ModelHolder(Registry(settings.models_dir))
     stop = threading.Event()
-    watcher = threading.Thread(target=app.state.models.watch, args=(stop,), daemon=True)
+    watcher = threading.Thread(
+        target=watch, args=(stop, app.state.models.refresh, app.state.catalog.refresh), daemon=True
+    )
     watcher.start()
     yield
     stop.set()
@@ -51,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.middleware("http")(observe)
-    for resource in (recommendations, events, users, monitoring):
+    app.add_middleware(BodyLimit)  # every route: a chunked body is cut off at the limit too
+    for resource in (recommendations, events, users, history, items, monitoring, demo):
         app.include_router(resource.router)
     return app

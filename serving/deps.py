@@ -1,6 +1,7 @@
 """What routes depend on, as `Annotated` aliases: the app's settings and long-lived objects, and
 the bearer-token check of the write endpoints. Each is read from the requesting app's `app.state`."""
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -53,5 +54,7 @@ async def require_token(
     """Writes need `Authorization: Bearer <api_token>` when a token is set."""
     if settings.api_token is None:
         return
-    if credentials is None or credentials.credentials != settings.api_token.get_secret_value():
+    expected = settings.api_token.get_secret_value().encode()
+    # in constant time: how long a wrong token takes to refuse must not tell how much of it was right
+    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})

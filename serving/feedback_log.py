@@ -1,30 +1,165 @@
 """The feedback log: accepted events, durable before the API answers 202.
 
-Each worker process appends to its own JSONL file in ``landing/feedback/`` (dbt's source reads
-them all); every line carries ``seq`` (its line number in that file) and ``received_at``. A SQLite
-index of event ids shared by all workers makes a repeated event_id count once: under one write
-transaction an id is looked up, the line appended and fsynced, then the id recorded. A crash
-between the append and the commit can leave a line whose retry is appended again; dbt's
-first-arrival dedup drops that copy, so nothing acknowledged is ever lost or double counted.
+Files. Each worker process appends to its own JSONL file in ``landing/feedback/`` (dbt's source
+reads them all) and starts a new one once that file holds ``max_file_bytes``; every line carries
+``seq`` (increasing within its file) and ``received_at`` (ISO-8601 UTC).
+
+Index. A SQLite database in the same folder, shared by all workers, with
+- ``event_ids``: every accepted event id and its user; a repeated event_id counts once;
+- ``user_files``: which files hold each user's lines, so forgetting a user rewrites only those;
+- ``files``: the committed size of each file; bytes past it were never acknowledged;
+- ``clock``: the last time handed out as a ``received_at`` or a ``deleted_at``.
+
+Append. Under one write transaction (one writer at a time across all workers) the ids are looked
+up, a time is taken from the clock, the lines are appended and fsynced, then ids, user files and
+the new size are recorded and committed; only then does the API answer 202. When anything fails
+the transaction is rolled back and the file cut back to its size before the write (and fsynced):
+the log is exactly as it was, and the caller gets `NotDurable` (the API's 503) and may retry. If
+even cutting back fails, this worker never appends to that file again; the uncommitted tail is cut
+off by the next worker start or forget. A crash between the append and the commit leaves bytes
+past the committed size too: they were never acknowledged, and are cut off the same way.
+
+Forget. `forget_user` takes a deletion time from the clock, rewrites the files holding the user's
+lines (temp file fsynced, renamed over, folder fsynced), drops the user's ids and records the
+deletion in ``landing/deletions.jsonl`` (``user_id``, ``deleted_at``), all under the write
+transaction. Its cost follows the user's files, not the size of the whole log.
+
+Time. ``received_at`` and ``deleted_at`` come from the one clock in the index, advanced under the
+write transaction to max(now, last + 1 µs): on one host, an event appended before a deletion has
+``received_at < deleted_at``, one appended after has a later one, whichever workers handled them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+log = logging.getLogger("rtrec.serving")
+
+DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SCHEMA = (
+    "create table if not exists event_ids (event_id text primary key, user_id text)",
+    "create index if not exists event_ids_by_user on event_ids (user_id)",
+    "create table if not exists user_files (user_id text, file text, primary key (user_id, file)) without rowid",
+    "create index if not exists user_files_by_file on user_files (file)",
+    "create table if not exists files (file text primary key, size integer not null, ours integer not null)",
+    "create table if not exists clock (id integer primary key check (id = 0), last_us integer not null)",
+)
+
+
+class NotDurable(Exception):
+    """The events could not be made durable. Nothing of the call was kept (the log and its index
+    are as they were before it), so retrying the same events is safe."""
+
+
+@dataclass(frozen=True)
+class Forgetting:
+    """What `forget_user` did: the lines it removed and the deletion time it recorded."""
+
+    removed: int
+    deleted_at: datetime
+
+
+class TornFile(OSError):
+    """A failed append could not be undone: `path` holds bytes past `size` that were never acknowledged."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(f"{path} could not be cut back to {size} bytes after a failed append")
+        self.path, self.size = path, size
+
+
+def iso(ts: datetime) -> str:
+    """The text of a `received_at` or `deleted_at`: ISO-8601 UTC, always to the microsecond."""
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(f"write of {len(view)} bytes made no progress")
+        view = view[written:]
+
+
+def _cut_back(path: Path, size: int) -> bool:
+    """Truncate `path` back to `size` and fsync it; False (logged) when even that fails."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        log.exception("could not cut %s back to %d bytes after a failed append", path, size)
+        return False
+
+
+def append_durably(path: Path, data: bytes) -> int:
+    """Append `data` to `path` and fsync it; returns the file's size before. If the write or the
+    fsync fails, the file is cut back to that size and the error raised (`TornFile` when even the
+    cut fails: the file then ends in a partial write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except OSError as err:
+            if not _cut_back(path, size):
+                raise TornFile(path, size) from err
+            raise
+        return size
+    finally:
+        os.close(fd)
+
+
+def _reason(err: BaseException) -> str:
+    """What went wrong, for a client: the errno's name and text, never a path."""
+    if isinstance(err, TornFile) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, OSError) and err.errno:
+        return f"{errno.errorcode.get(err.errno, err.errno)}: {os.strerror(err.errno)}"
+    return f"{type(err).__name__}: {err}" if isinstance(err, sqlite3.Error) else type(err).__name__
+
+
+def _user_of(line: bytes) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:  # a line that does not parse cannot be attributed; dbt quarantines it
+        return None
+    return record.get("user_id") if isinstance(record, dict) else None
 
 
 class FeedbackLog:
-    def __init__(self, feedback_dir: Path) -> None:
+    def __init__(self, feedback_dir: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self.dir = feedback_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.path = self.dir / f"api-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        self.deletions = self.dir.parent / "deletions.jsonl"
+        self.max_file_bytes = max_file_bytes
+        self.tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.path: Path | None = None  # the file this worker appends to; a new one is started when None
         self.seq = 0
         # shared by the request threads of this worker; the mutex keeps them off it one at a time
         self.index = sqlite3.connect(
@@ -32,16 +167,103 @@ class FeedbackLog:
         )
         self.mutex = threading.Lock()
         self.index.execute("pragma journal_mode=wal")
-        self.index.execute("create table if not exists event_ids (event_id text primary key, user_id text)")
+        for statement in SCHEMA:
+            self.index.execute(statement)
+        with self.mutex:
+            self._transaction(self._sync)
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _transaction(self, work, *args):
+        """Run `work` inside one write transaction of the index (one writer across all workers)."""
+        self.index.execute("begin immediate")
+        try:
+            result = work(*args)
+            self.index.execute("commit")
+        except BaseException:
+            self._rollback()
+            raise
+        return result
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # no transaction left: SQLite rolled it back itself
+            self.index.execute("rollback")
+
+    def _tick(self) -> datetime:
+        """The next time of the clock: now, or 1 µs after the last one handed out when that is later."""
+        row = self.index.execute("select last_us from clock where id = 0").fetchone()
+        now = time.time_ns() // 1000
+        issued = max(now, row[0] + 1) if row else now
+        self.index.execute(
+            "insert into clock (id, last_us) values (0, ?) on conflict (id) do update set last_us = excluded.last_us",
+            (issued,),
+        )
+        return EPOCH + timedelta(microseconds=issued)
+
+    # -- the folder and the index -------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Bring the index in line with the folder (in a write transaction): cut the uncommitted
+        tail off our files, and index the users of any file it does not know as it is (files from
+        before the index recorded them, or written by something else)."""
+        known = {file: (size, ours) for file, size, ours in self.index.execute("select file, size, ours from files")}
+        present = set()
+        for path in sorted(self.dir.glob("*.jsonl")):
+            present.add(path.name)
+            size = path.stat().st_size
+            committed, ours = known.get(path.name, (None, 0))
+            if ours and size > committed and _cut_back(path, committed):
+                log.warning("cut %s back to its last committed size, %d bytes", path.name, committed)
+            elif size != committed:
+                self._adopt(path, ours)
+        for gone in known.keys() - present:
+            self.index.execute("delete from files where file = ?", (gone,))
+            self.index.execute("delete from user_files where file = ?", (gone,))
+
+    def _adopt(self, path: Path, ours: int) -> None:
+        data = path.read_bytes()
+        users = {_user_of(line) for line in data.splitlines()} - {None}
+        self.index.execute("delete from user_files where file = ?", (path.name,))
+        self.index.executemany("insert into user_files values (?, ?)", [(u, path.name) for u in users])
+        self._record_size(path.name, len(data), ours)
+
+    def _record_size(self, file: str, size: int, ours: int = 1) -> None:
+        self.index.execute(
+            "insert into files values (?, ?, ?) on conflict (file) do update set size = excluded.size",
+            (file, size, ours),
+        )
+
+    def _start_file(self) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = self.dir / f"api-{stamp}-{self.tag}-{uuid.uuid4().hex[:6]}.jsonl"
+
+        def create() -> None:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            fsync_dir(self.dir)  # the new name is durable before any line is acknowledged in it
+            self._record_size(path.name, 0)
+
+        self._transaction(create)
+        self.path, self.seq = path, 0
+
+    # -- appending ----------------------------------------------------------------------------
 
     def append(self, events: list[dict]) -> list[dict]:
-        """Durably append the events whose ids were never accepted; returns those events."""
-        received_at = datetime.now(UTC).isoformat()
+        """Durably append the events whose ids were never accepted; returns them as logged, each
+        with its `received_at` (ISO-8601 UTC, one per call) and `seq`. Raises `NotDurable` when
+        they could not be made durable; nothing of the call is kept then."""
         with self.mutex:
-            return self._append(events, received_at)
+            try:
+                if self.path is None:
+                    self._start_file()
+                return self._append(events)
+            except (OSError, sqlite3.Error) as err:
+                log.exception("feedback append failed")
+                raise NotDurable(f"the feedback log could not be written ({_reason(err)})") from err
 
-    def _append(self, events: list[dict], received_at: str) -> list[dict]:
-        self.index.execute("begin immediate")  # one writer at a time across all workers
+    def _append(self, events: list[dict]) -> list[dict]:
+        path = self.path
+        size = end = None
+        self.index.execute("begin immediate")
         try:
             ids = [e["event_id"] for e in events]
             marks = ",".join("?" * len(ids))
@@ -53,50 +275,74 @@ class FeedbackLog:
                 if event["event_id"] not in seen and event["event_id"] not in batch_ids:
                     fresh.append(event)
                     batch_ids.add(event["event_id"])
+            logged = []
             if fresh:
-                lines = []
+                received_at = iso(self._tick())
                 for event in fresh:
-                    self.seq += 1
-                    lines.append(json.dumps({**event, "received_at": received_at, "seq": self.seq}) + "\n")
-                # opened per write: forget_user may have replaced the file since the last one
-                with open(self.path, "a", encoding="utf-8") as handle:
-                    handle.write("".join(lines))
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    self.seq += 1  # never reused, even if this append fails: (file, seq) names one line for good
+                    logged.append({**event, "received_at": received_at, "seq": self.seq})
+                data = "".join(json.dumps(record) + "\n" for record in logged).encode()
+                size = append_durably(path, data)
                 self.index.executemany(
                     "insert into event_ids values (?, ?)", [(e["event_id"], e["user_id"]) for e in fresh]
                 )
+                self.index.executemany(
+                    "insert or ignore into user_files values (?, ?)", {(e["user_id"], path.name) for e in fresh}
+                )
+                end = size + len(data)
+                self._record_size(path.name, end)
             self.index.execute("commit")
-        except BaseException:
-            self.index.execute("rollback")
+        except BaseException as err:
+            self._rollback()
+            if isinstance(err, TornFile) or (size is not None and not _cut_back(path, size)):
+                self.path = None  # never append to a file that ends in a write we could not undo
             raise
-        return fresh
+        if end is not None and end >= self.max_file_bytes:
+            self.path = None  # rotate: the next append starts a new file
+        return logged
 
-    def forget_user(self, user_id: str) -> int:
-        """Remove a user's lines from every feedback file and record the deletion, so the next
-        batch run drops the user's history from the warehouse too; returns the lines removed."""
+    # -- forgetting ---------------------------------------------------------------------------
+
+    def forget_user(self, user_id: str) -> Forgetting:
+        """Remove the user's lines from the feedback files that hold them and record the deletion,
+        so the next batch run drops the user's history from the warehouse too. Returns the lines
+        removed and the deletion time recorded: events appended before it have an earlier
+        `received_at`, events appended after it a later one."""
         with self.mutex:
-            return self._forget_user(user_id)
+            self.index.execute("begin immediate")
+            recorded = None
+            try:
+                self._sync()
+                deleted_at = self._tick()
+                files = self.index.execute("select file from user_files where user_id = ?", (user_id,)).fetchall()
+                removed = sum(self._rewrite_without(self.dir / file, user_id) for (file,) in files)
+                self.index.execute("delete from user_files where user_id = ?", (user_id,))
+                self.index.execute("delete from event_ids where user_id = ?", (user_id,))
+                record = json.dumps({"user_id": user_id, "deleted_at": iso(deleted_at)}) + "\n"
+                recorded = append_durably(self.deletions, record.encode())
+                self.index.execute("commit")
+            except BaseException:
+                self._rollback()
+                if recorded is not None:  # no deletion on record that the index does not hold
+                    _cut_back(self.deletions, recorded)
+                raise
+        return Forgetting(removed, deleted_at)
 
-    def _forget_user(self, user_id: str) -> int:
-        removed = 0
-        self.index.execute("begin immediate")
+    def _rewrite_without(self, path: Path, user_id: str) -> int:
+        """Rewrite `path` without the user's lines: temp file fsynced, renamed over, folder fsynced."""
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [line for line in lines if _user_of(line) != user_id]
+        if len(kept) == len(lines):
+            return 0
+        data = b"".join(kept)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            with open(self.dir.parent / "deletions.jsonl", "a", encoding="utf-8") as record:
-                record.write(json.dumps({"user_id": user_id, "deleted_at": datetime.now(UTC).isoformat()}) + "\n")
-                record.flush()
-                os.fsync(record.fileno())
-            for path in sorted(self.dir.glob("*.jsonl")):
-                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-                kept = [line for line in lines if json.loads(line).get("user_id") != user_id]
-                if len(kept) != len(lines):
-                    removed += len(lines) - len(kept)
-                    tmp = path.with_suffix(".tmp")
-                    tmp.write_text("".join(kept), encoding="utf-8")
-                    os.replace(tmp, path)
-            self.index.execute("delete from event_ids where user_id = ?", (user_id,))
-            self.index.execute("commit")
-        except BaseException:
-            self.index.execute("rollback")
-            raise
-        return removed
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(self.dir)
+        self._record_size(path.name, len(data))
+        return len(lines) - len(kept)

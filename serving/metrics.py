@@ -1,4 +1,6 @@
-"""Prometheus metrics of the API (multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set)."""
+"""Prometheus metrics of the API (multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set).
+
+No label ever holds a user id: endpoints are route templates, and the rest are fixed vocabularies."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -18,9 +20,39 @@ ONLINE_WRITE_FAILURES = Counter("rtrec_online_write_failures_total", "Accepted e
 MODEL_VERSION = Gauge(
     "rtrec_model_version_info", "1 for the model version being served.", ["version"], multiprocess_mode="livemax"
 )
+MODEL_LOAD_FAILURES = Counter(
+    "rtrec_model_load_failures_total", "Model versions the registry named that could not be loaded (not served)."
+)
+MODEL_ERRORS = Counter(
+    "rtrec_model_errors_total", "Recommendations answered with the popular list because the model failed."
+)
+CATALOG_LOAD_FAILURES = Counter(
+    "rtrec_catalog_load_failures_total", "Item marts that could not be read (the previous catalog stays)."
+)
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+ONLINE_STORE_BREAKER = Gauge(
+    "rtrec_online_store_breaker_state",
+    "Online-store circuit breaker of a worker: 0 closed, 1 half-open (one trial call), 2 open (calls fail fast).",
+    multiprocess_mode="livemax",
+)
+ONLINE_STORE_BREAKER_CHANGES = Counter(
+    "rtrec_online_store_breaker_changes_total", "Online-store circuit breaker state changes, by new state.", ["state"]
+)
+ONLINE_STORE_REJECTED = Counter(
+    "rtrec_online_store_rejected_total", "Online-store calls failed fast, without waiting, by the open breaker."
+)
 
 
 def serving_version(new: str, old: str | None) -> None:
     if old:
         MODEL_VERSION.labels(old).set(0)
     MODEL_VERSION.labels(new).set(1)
+
+
+def breaker_state(state: str) -> None:
+    ONLINE_STORE_BREAKER.set(BREAKER_STATES[state])
+    ONLINE_STORE_BREAKER_CHANGES.labels(state).inc()
+
+
+def breaker_rejected() -> None:
+    ONLINE_STORE_REJECTED.inc()

@@ -1,20 +1,94 @@
-"""HTTP middleware: oversized bodies are refused before they are read, and every request is
-counted and timed per route template (not per URL, which would make a label per user)."""
+"""HTTP middleware: oversized bodies are refused, and every request is counted and timed per route
+template (not per URL, which would make a label per user).
+
+A body is limited twice: a declared Content-Length over the limit is refused before anything is
+read (`observe`), and the bytes actually received are counted while they are read, so a chunked
+body (no Content-Length) or a lying one is cut off with a 413 as soon as it passes the limit,
+without reading the rest. `BodyLimit` does the counting as an ASGI middleware around a whole app;
+`BodyLimitRoute` does it for the routes of a router (`APIRouter(route_class=BodyLimitRoute)`).
+"""
 
 import time
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
 
 MAX_BODY_BYTES = 1_000_000
 
 
+class BodyTooLarge(HTTPException):
+    """Raised by a limited `receive` once the body passes the limit; FastAPI answers it as a 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+def limit_receive(receive: Receive, limit: int = MAX_BODY_BYTES) -> Receive:
+    """`receive`, raising `BodyTooLarge` as soon as the body bytes received pass `limit`."""
+    received = 0
+
+    async def limited() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return limited
+
+
+def too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
+
+
+class BodyLimit:
+    """ASGI middleware: the body of an HTTP request is read through `limit_receive`; a body over
+    the limit that reaches this layer unanswered gets the 413 here."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limit_receive(receive, self.limit), tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await too_large(self.limit)(scope, receive, send)
+
+
+class BodyLimitRoute(APIRoute):
+    """A route whose handler reads the request body through `limit_receive`."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def limited_handler(request: Request) -> Response:
+            return await handler(Request(request.scope, limit_receive(request.receive, MAX_BODY_BYTES)))
+
+        return limited_handler
+
+
 async def observe(request: Request, call_next) -> Response:
     length = request.headers.get("content-length")
     if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+        return too_large(MAX_BODY_BYTES)
     started = time.perf_counter()
     response = await call_next(request)
     route = request.scope.get("route")

@@ -67,3 +67,22 @@ class Recommendations(BaseModel):
 class Forgotten(BaseModel):
     user_id: str
     feedback_events_removed: int
+
+
+class CatalogItem(BaseModel):
+    item_id: str
+    title: str | None = Field(description="Catalog title; null when the catalog has none.")
+    category: str | None
+    price: float | None = Field(description="Catalog price; null for catalogs without prices.")
+
+
+class Items(BaseModel):
+    items: list[CatalogItem] = Field(description="The known items among those asked for, in the order asked.")
+    missing: list[str] = Field(description="Ids asked for that the catalog does not hold.")
+
+
+class History(BaseModel):
+    user_id: str
+    recent_items: list[str] = Field(description="The user's recent items as the online store holds them, oldest first.")
+    recent_event_types: list[str] = Field(description="The strongest event type of each recent item, same order.")
+    last_event_ts: datetime | None = Field(description="Time of the user's last event; null for an unknown user.")

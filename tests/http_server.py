@@ -15,7 +15,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Server:
-    def __init__(self, data, workers=2, **env):
+    def __init__(self, data, workers=2, preexec=None, **env):
+        """`preexec`: called in the server's process before it starts (e.g. to lower a resource limit)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "RTREC_DATA_DIR": str(data), "RTREC_API_TOKEN": TOKEN, **env}
@@ -24,6 +25,7 @@ class Server:
             [rtrec, "serve", "--port", str(self.port), "--workers", str(workers)],
             env=env,
             start_new_session=True,
+            preexec_fn=preexec,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

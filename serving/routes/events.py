@@ -1,21 +1,55 @@
-"""Feedback events: durable in the feedback log before the 202, then applied to the user's online state."""
+"""Feedback events: durable in the feedback log before the 202, then applied to the user's online state.
+
+The body is read through the body limit (a chunked body is cut off at 1 MB too), and a batch over
+`MAX_BATCH` events is refused whole before any event is validated. When the log cannot make the
+events durable the answer is a 503 and nothing of the request was kept: a retry is safe.
+"""
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
-from rtrec.online_state import push_event
+from rtrec.online_state import LockTimeout, StoreUnavailable, push_event
 from serving import metrics
 from serving.deps import FeedbackDep, LocksDep, SettingsDep, UserStateDep, require_token
+from serving.feedback_log import NotDurable
+from serving.middleware import BodyLimitRoute
 from serving.schemas import Accepted, Event, EventBatch
 
 log = logging.getLogger("rtrec.serving")
-router = APIRouter()
+router = APIRouter(route_class=BodyLimitRoute)
 MAX_BATCH = 500
 
 
-@router.post("/v1/events", status_code=202, response_model=Accepted, dependencies=[Depends(require_token)])
+def too_many(count: int) -> HTTPException:
+    metrics.EVENTS.labels("rejected").inc(count)
+    return HTTPException(413, f"events: at most {MAX_BATCH} events per request, got {count}")
+
+
+async def cap_batch(request: Request) -> None:
+    """Runs before the body is validated (FastAPI solves dependencies first): an oversized batch
+    costs one length check, not a validation error per event."""
+    try:
+        body = await request.json()  # parsed once already: the request caches it
+    except ValueError:  # not JSON: validation says so
+        return
+    batch = body.get("events") if isinstance(body, dict) else None
+    if isinstance(batch, list) and len(batch) > MAX_BATCH:
+        raise too_many(len(batch))
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=Accepted,
+    dependencies=[Depends(require_token), Depends(cap_batch)],
+    responses={
+        413: {"description": f"Body over 1 MB, or more than {MAX_BATCH} events."},
+        503: {"description": "The events could not be made durable; nothing was accepted, retry."},
+    },
+)
 def post_events(
     body: Annotated[Event | EventBatch, Body()],
     settings: SettingsDep,
@@ -25,19 +59,35 @@ def post_events(
 ) -> Accepted:
     events = body.events if isinstance(body, EventBatch) else [body]
     if len(events) > MAX_BATCH:
-        metrics.EVENTS.labels("rejected").inc(len(events))
-        raise HTTPException(413, f"events: at most {MAX_BATCH} events per request, got {len(events)}")
-    fresh = feedback.append([e.to_log() for e in events])  # durable before we answer
+        raise too_many(len(events))
+    try:
+        fresh = feedback.append([e.to_log() for e in events])  # durable before we answer
+    except NotDurable as err:
+        metrics.EVENTS.labels("not_durable").inc(len(events))
+        raise HTTPException(
+            503, f"events not accepted: {err}; nothing was stored, retry the request", headers={"Retry-After": "1"}
+        ) from err
     metrics.EVENTS.labels("accepted").inc(len(fresh))
     metrics.EVENTS.labels("duplicate").inc(len(events) - len(fresh))
-    fresh_ids = {e["event_id"] for e in fresh}
+    first = {}
     for event in events:
-        if event.event_id not in fresh_ids:
-            continue
+        first.setdefault(event.event_id, event)
+    for record in fresh:
+        event = first[record["event_id"]]
         try:
             push_event(
-                user_state, locks, event.user_id, event.item_id, event.event_type, event.ts, settings.max_recent_items
+                user_state,
+                locks,
+                event.user_id,
+                event.item_id,
+                event.event_type,
+                event.ts,
+                settings.max_recent_items,
+                received_at=datetime.fromisoformat(record["received_at"]),
             )
+        except (StoreUnavailable, LockTimeout) as err:  # durable already; the nightly run brings it online
+            metrics.ONLINE_WRITE_FAILURES.inc()
+            log.warning("online update failed for event %s: %s", event.event_id, err)
         except Exception:  # durable in the log already; the next batch run brings it online
             metrics.ONLINE_WRITE_FAILURES.inc()
             log.exception("online update failed for event %s", event.event_id)

@@ -1,18 +1,32 @@
-"""Health and Prometheus metrics."""
+"""Health and Prometheus metrics.
+
+`/healthz` answers 200 whenever the process serves: `status` is "ok", or "degraded" when answers
+are popular lists only (no model could be loaded: `model_error` says why) or not from the model
+the registry names, or when this worker fails online-store calls fast (`online_store` is its
+circuit breaker's state: "closed", "open", or "half-open" when the next call is a trial)."""
 
 import os
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-from serving.deps import ModelsDep
+from serving.deps import CatalogDep, ModelsDep, UserStateDep
 
 router = APIRouter()
 
 
 @router.get("/healthz")
-def healthz(models: ModelsDep) -> dict:
-    return {"status": "ok", "model_version": models.version}
+def healthz(models: ModelsDep, catalog: CatalogDep, user_state: UserStateDep) -> dict:
+    store = user_state.breaker.state
+    degraded = models.degraded or store == "open"
+    return {
+        "status": "degraded" if degraded else "ok",
+        "model_version": models.version,
+        "model_error": models.error,
+        "online_store": store,
+        "catalog_items": len(catalog.current.sellable),
+        "catalog_error": catalog.error,
+    }
 
 
 @router.get("/metrics")

@@ -33,6 +33,7 @@ activity as (
 
 select
     items.item_id,
+    items.title,
     items.category,
     items.price,
     coalesce(activity.n_view, 0) as n_view,

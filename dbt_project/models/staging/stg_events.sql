@@ -1,34 +1,33 @@
 {{ config(
     materialized='incremental', unique_key='event_id', incremental_strategy='merge',
-    post_hook="delete from {{ this }} where user_id in (select user_id from {{ source('landing', 'deletions') }} where user_id is not null)"
+    post_hook="{{ delete_forgotten_rows(this) }}"
 ) }}
 
 {#- Clean events: typed, UTC, one row per event_id (first arrival), new ones only on incremental runs.
-    Users forgotten through the API are dropped, including rows accepted before the deletion. -#}
+    A forgotten user's events that arrived at or before the deletion are dropped, also those taken
+    by earlier runs; events that arrived after it start a new history. -#}
 
--- rows checked up to this time were taken by an earlier run (no earlier run: every row is new)
+-- rows of runs up to this one were taken by an earlier run (no earlier run: every row is new)
 with previous_run as (
     {% if is_incremental() %}
-        select coalesce(max(checked_at), cast('1970-01-01' as timestamp)) as last_checked_at
+        select coalesce(max(run_seq), 0) as last_run_seq
         from {{ this }}
     {% else %}
-        select cast('1970-01-01' as timestamp) as last_checked_at
+        select 0 as last_run_seq
     {% endif %}
 ),
 
-deletions as (
-    select user_id
-    from {{ source('landing', 'deletions') }}
-    where user_id is not null
-),
-
 checked as (
-    select *
-    from {{ ref('stg_events_checked') }}
+    select checked_rows.*
+    from {{ ref('stg_events_checked') }} as checked_rows
+    left join {{ ref('stg_deletions') }} as forgotten
+        on
+            checked_rows.user_id = forgotten.user_id
+            and checked_rows.arrived_at <= forgotten.forgotten_until
     where
-        reason is null
-        and user_id not in (select deletions.user_id from deletions)
-        and checked_at > (select previous_run.last_checked_at from previous_run)
+        checked_rows.reason is null
+        and forgotten.user_id is null
+        and checked_rows.run_seq > (select previous_run.last_run_seq from previous_run)
 )
 
 select
@@ -42,9 +41,11 @@ select
     value,
     -- timestamps (UTC)
     ts,
-    -- lineage: where and in which order the row arrived
+    -- lineage: where, in which order and when the row arrived
     source_rank,
     source_file,
     source_row,
-    checked_at
+    run_seq,
+    checked_at,
+    arrived_at
 from checked

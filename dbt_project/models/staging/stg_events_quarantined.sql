@@ -1,23 +1,32 @@
-{{ config(materialized='incremental', incremental_strategy='append') }}
+{{ config(
+    materialized='incremental', incremental_strategy='append',
+    post_hook="{{ delete_forgotten_rows(this) }}"
+) }}
 
-{#- Rejected rows with the reason, as they arrived: counted, never silently dropped. -#}
+{#- Rejected rows with the reason, as they arrived: counted, never silently dropped (a forgotten
+    user's rows excepted: they go as their accepted rows go). -#}
 
--- rows checked up to this time were taken by an earlier run (no earlier run: every row is new)
+-- rows of runs up to this one were taken by an earlier run (no earlier run: every row is new)
 with previous_run as (
     {% if is_incremental() %}
-        select coalesce(max(checked_at), cast('1970-01-01' as timestamp)) as last_checked_at
+        select coalesce(max(run_seq), 0) as last_run_seq
         from {{ this }}
     {% else %}
-        select cast('1970-01-01' as timestamp) as last_checked_at
+        select 0 as last_run_seq
     {% endif %}
 ),
 
 rejected as (
-    select *
-    from {{ ref('stg_events_checked') }}
+    select checked_rows.*
+    from {{ ref('stg_events_checked') }} as checked_rows
+    left join {{ ref('stg_deletions') }} as forgotten
+        on
+            checked_rows.user_id = forgotten.user_id
+            and checked_rows.arrived_at <= forgotten.forgotten_until
     where
-        reason is not null
-        and checked_at > (select previous_run.last_checked_at from previous_run)
+        checked_rows.reason is not null
+        and forgotten.user_id is null
+        and checked_rows.run_seq > (select previous_run.last_run_seq from previous_run)
 )
 
 select
@@ -32,8 +41,11 @@ select
     request_id,
     -- lineage
     source_file,
+    source_key,
     source_row,
     -- why it was rejected, and when
     reason,
-    checked_at
+    run_seq,
+    checked_at,
+    arrived_at
 from rejected

@@ -1,0 +1,100 @@
+"""Feast's SQLite online store, keeping the newer row as Feast's Redis store does.
+
+Feast's SQLite store overwrites a stored row with whatever is written last. Then a nightly batch
+write, stamped with the time dbt read the event log, would take back in time a user whose state a
+real-time push (or a DELETE) changed after that: the batch row is older. This store skips a row
+whose Feast event timestamp is not newer than the one stored for that entity, so the online state
+never goes back in time, whichever writer comes last: the rule Feast's Redis store already follows.
+
+The check and the write are one SQLite write transaction (BEGIN IMMEDIATE), so two processes
+writing one entity cannot both pass the check with the same stored timestamp. SQLite stores event
+timestamps in whole seconds (Feast's adapter), and the comparison is made on those. Feast shares
+one connection among a process's threads, so the threads' writes take turns (one transaction on a
+connection at a time).
+
+feature_repo/feature_store.yaml names it by its class path; its config is
+`NewestWinsSqliteOnlineStoreConfig` (Feast finds it by that name).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from feast.feature_view import FeatureView
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.sqlite import (
+    SqliteOnlineStore,
+    SqliteOnlineStoreConfig,
+    _quote_id,
+    _table_id,
+    adapt_datetime_epoch,
+)
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import RepoConfig
+from feast.utils import to_naive_utc
+
+CLASS_PATH = "rtrec.sqlite_online_store.NewestWinsSqliteOnlineStore"
+Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+CHUNK = 500  # entity keys per lookup of stored timestamps (SQLite's limit on bound parameters is 999+)
+
+
+class NewestWinsSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+    type: Literal["rtrec.sqlite_online_store.NewestWinsSqliteOnlineStore",] = CLASS_PATH
+
+
+def _seconds(ts: datetime) -> int:
+    """An event timestamp as SQLite holds it: whole seconds, through Feast's own adapter."""
+    return adapt_datetime_epoch(to_naive_utc(ts))
+
+
+class NewestWinsSqliteOnlineStore(SqliteOnlineStore):
+    _write_mutex = threading.Lock()
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[Row],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        conn = self._get_conn(config)
+        name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
+        version = config.entity_key_serialization_version
+        keys = [serialize_entity_key(row[0], entity_key_serialization_version=version) for row in data]
+        with self._write_mutex:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                latest = self._stored_seconds(conn, name, keys)
+                newer: dict[bytes, Row] = {}  # per entity, the newest row of the batch that beats the stored one
+                for key, row in zip(keys, data):
+                    stamp = _seconds(row[2])
+                    if stamp > latest.get(key, -(2**62)):
+                        latest[key] = stamp
+                        newer[key] = row
+            except BaseException:
+                conn.rollback()
+                raise
+            # Feast's own write, inside the transaction begun above; it commits (or rolls back) at its end
+            super().online_write_batch(config, table, list(newer.values()), None)
+        if progress:
+            progress(len(data))
+
+    @staticmethod
+    def _stored_seconds(conn, name: str, keys: list[bytes]) -> dict[bytes, int]:
+        """The stored event timestamp (whole seconds) of each of `keys` that has a row."""
+        unique, stored = list(dict.fromkeys(keys)), {}
+        for start in range(0, len(unique), CHUNK):
+            chunk = unique[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            stored.update(
+                conn.execute(
+                    f"select entity_key, max(cast(event_ts as integer)) from {name} "
+                    f"where entity_key in ({marks}) group by entity_key",
+                    chunk,
+                ).fetchall()
+            )
+        return stored

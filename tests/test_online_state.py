@@ -1,0 +1,314 @@
+"""The online user state under faults: a push racing a deletion, a store that stops answering, a
+busy user lock, and removing forgotten users' rows. On SQLite and on a real redis-server."""
+
+import contextlib
+import os
+import signal
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import redis
+from feast.data_source import PushMode
+
+from rtrec import redis_server
+from rtrec.feature_store import definitions, open_store
+from rtrec.online_state import (
+    CircuitBreaker,
+    LockTimeout,
+    StoreUnavailable,
+    UserLocks,
+    UserState,
+    UserStateTable,
+    forget_user,
+    push_event,
+    read_online,
+    remove_user_keys,
+)
+from rtrec.settings import get_settings
+
+
+class Online:
+    """An applied Feast repo on one online store, with its user-state table and user locks."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.store = open_store(settings)
+        self.store.apply(definitions())
+        self.table = UserStateTable(self.store)
+        self.locks = self.new_locks()
+
+    def new_locks(self, wait=None):
+        redis_url = self.settings.redis_url if self.settings.online_store == "redis" else None
+        return UserLocks(self.settings.feast_dir / "locks", redis_url, self.settings.redis_timeout_seconds, wait)
+
+    def push(self, user, item, received_at=None, table=None):
+        return push_event(
+            table or self.table, self.locks, user, item, "view", datetime.now(UTC), 50, received_at=received_at
+        )
+
+    def items(self, user):
+        return read_online(self.store, user)[0].recent_items
+
+
+def online_on(monkeypatch, data, kind, redis_url=None):
+    monkeypatch.setenv("RTREC_DATA_DIR", str(data))
+    monkeypatch.setenv("RTREC_ONLINE_STORE", kind)
+    if redis_url:
+        monkeypatch.setenv("RTREC_REDIS_URL", redis_url)
+    get_settings.cache_clear()
+    return Online(get_settings())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online(request, tmp_path, monkeypatch):
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    yield online_on(monkeypatch, tmp_path / "data", request.param, redis_url)
+    get_settings.cache_clear()
+
+
+def new_user(tag="user"):
+    return f"{tag}-{uuid.uuid4().hex[:10]}"  # the session's redis-server is shared: ids never repeat
+
+
+def test_a_push_received_before_the_deletion_and_applied_after_it_is_skipped(online):
+    user = new_user()
+    online.push(user, "a", received_at=datetime.now(UTC))
+    received_b = datetime.now(UTC)  # POST: "b" is durable in the feedback log...
+    deleted_at = received_b + timedelta(microseconds=1)  # ...then a DELETE wins the race to the online state
+    forget_user(online.table, online.locks, user, deleted_at)
+    assert online.push(user, "b", received_at=received_b) is None  # the POST's push, applied after the DELETE
+    assert online.push(user, "b2", received_at=deleted_at) is None  # not after the deletion: skipped too
+    assert online.items(user) == []
+    online.push(user, "c", received_at=deleted_at + timedelta(microseconds=1))  # arrived later: a new history
+    assert online.items(user) == ["c"]
+    assert online.table.read(user).forgotten_at == deleted_at
+
+
+def test_the_tombstone_is_kept_through_batch_writes_and_unseen_by_feast_readers(online):
+    user = new_user()
+    online.push(user, "a")
+    deleted_at = datetime.now(UTC)
+    forget_user(online.table, online.locks, user, deleted_at)
+    late = deleted_at - timedelta(seconds=1)
+    # a batch write after the deletion (what materialize or another producer does) replaces the features...
+    row = pd.DataFrame(
+        {
+            "user_id": [user],
+            "recent_items": [["x"]],
+            "recent_event_types": [["view"]],
+            "last_event_ts": [datetime.now(UTC)],
+            "event_timestamp": [datetime.now(UTC) + timedelta(seconds=5)],
+        }
+    )
+    online.store.push("user_state_push", row, to=PushMode.ONLINE)
+    assert online.items(user) == ["x"]
+    # ...but not the watermark: a late push from before the deletion stays out
+    assert online.push(user, "a-again", received_at=late) is None
+    assert online.items(user) == ["x"]
+    got = online.store.get_online_features(features=["user_state:recent_items"], entity_rows=[{"user_id": user}])
+    assert set(got.to_dict()) == {"user_id", "recent_items"}
+
+
+def test_a_deletion_watermark_never_moves_back(online):
+    user = new_user()
+    later = datetime.now(UTC)
+    forget_user(online.table, online.locks, user, later)
+    forget_user(online.table, online.locks, user, later - timedelta(minutes=5))  # e.g. a retried older DELETE
+    assert online.table.read(user).forgotten_at == later
+    assert online.push(user, "a", received_at=later - timedelta(seconds=1)) is None
+
+
+def test_remove_user_keys_deletes_rows_and_tombstones(online):
+    gone, forgotten, kept = new_user("gone"), new_user("forgotten"), new_user("kept")
+    for user in (gone, forgotten, kept):
+        online.push(user, "a")
+    forget_user(online.table, online.locks, forgotten)
+    assert remove_user_keys(online.store, [gone, forgotten, new_user("never-seen")]) == 2
+    for user in (gone, forgotten):
+        assert online.table.read(user) == UserState(user)  # no row at all: not even a tombstone
+        assert raw_rows(online, user) == 0
+    assert online.items(kept) == ["a"] and raw_rows(online, kept) > 0
+    assert remove_user_keys(online.table, [kept]) == 1 and raw_rows(online, kept) == 0
+    assert remove_user_keys(online.store, []) == 0
+
+
+def raw_rows(online, user):
+    """Rows (SQLite) or hash fields (Redis) the online store holds under the user's key."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _redis_key
+
+    config, store = online.table.config, online.table.provider.online_store
+    key = UserStateTable.key(user)
+    if online.settings.online_store == "redis":
+        return store._get_client(config.online_store).hlen(_redis_key(config.project, key, 3))
+    conn = store._get_conn(config)
+    binary = serialize_entity_key(key, entity_key_serialization_version=3)
+    return conn.execute("select count(*) from rtrec_user_state where entity_key = ?", (binary,)).fetchone()[0]
+
+
+def test_a_busy_user_lock_is_waited_on_briefly_and_does_not_open_the_breaker(online):
+    user = new_user()
+    other = online.new_locks()  # another worker process holding the user's lock
+    with other.hold(user):
+        started = time.perf_counter()
+        with pytest.raises(LockTimeout):
+            online.push(user, "a")
+        assert time.perf_counter() - started < 2  # the wait is ~0.5 s (was unbounded on files, 10 s on Redis)
+    assert online.table.breaker.state == "closed"
+    online.push(user, "a")
+    assert online.items(user) == ["a"]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def failing():
+    raise ConnectionError("store down")
+
+
+def call(breaker, work=lambda: None):
+    with breaker.guard():
+        return work()
+
+
+def test_the_breaker_fails_fast_after_a_failure_then_one_trial_call_decides():
+    clock, changes, rejected = Clock(), [], []
+    breaker = CircuitBreaker(cooldown=2.0, clock=clock, on_change=changes.append, on_reject=lambda: rejected.append(1))
+    call(breaker)
+    with pytest.raises(ConnectionError):
+        call(breaker, failing)
+    assert breaker.state == "open"
+    ran = []
+    with pytest.raises(StoreUnavailable):
+        call(breaker, lambda: ran.append(1))
+    assert ran == [] and len(rejected) == 1  # failed fast: the call never reached the store
+    clock.now += 2.0
+    assert breaker.state == "half-open"
+    with breaker.guard(), pytest.raises(StoreUnavailable):  # the trial call: while it runs, others fail fast
+        call(breaker)
+    assert breaker.state == "closed"
+    assert changes == ["open", "half-open", "closed"]
+    call(breaker)
+
+
+def test_a_failed_trial_opens_the_breaker_for_another_cooldown():
+    clock = Clock()
+    breaker = CircuitBreaker(cooldown=2.0, clock=clock)
+    with pytest.raises(ConnectionError):
+        call(breaker, failing)
+    clock.now += 2.5
+    with pytest.raises(ConnectionError):
+        call(breaker, failing)  # the trial
+    clock.now += 1.0
+    with pytest.raises(StoreUnavailable):
+        call(breaker)
+    clock.now += 1.0
+    call(breaker)
+    assert breaker.state == "closed"
+
+
+def test_lock_timeouts_say_nothing_about_the_store():
+    clock = Clock()
+    breaker = CircuitBreaker(cooldown=2.0, clock=clock)
+
+    def busy():
+        raise LockTimeout("busy")
+
+    with pytest.raises(LockTimeout):
+        call(breaker, busy)
+    assert breaker.state == "closed"
+    with pytest.raises(ConnectionError):
+        call(breaker, failing)
+    clock.now += 2.0
+    with pytest.raises(LockTimeout):
+        call(breaker, busy)  # an inconclusive trial: the next call is the trial
+    assert breaker.state == "half-open"
+    call(breaker)
+    assert breaker.state == "closed"
+
+
+def test_a_hung_redis_costs_one_timeout_then_pushes_fail_fast_and_recover(tmp_path, monkeypatch):
+    proc, url = redis_server.start()  # a server of its own: this test stops it
+    try:
+        online = online_on(monkeypatch, tmp_path / "data", "redis", url)
+        online.table.breaker.cooldown = 1.0
+        user = new_user()
+        online.push(user, "before")
+        os.kill(proc.pid, signal.SIGSTOP)  # hung, not refused: every call waits out its socket timeout
+        started, failed = time.perf_counter(), 0
+        for n in range(500):
+            with pytest.raises((StoreUnavailable, redis.RedisError)):
+                online.push(user, f"i{n}")
+            failed += 1
+            assert time.perf_counter() - started < 5, f"{n + 1} pushes took over 5 s: each waits for the dead store"
+        assert failed == 500
+        with pytest.raises(StoreUnavailable):
+            online.table.read(user)  # reads fail fast too
+        os.kill(proc.pid, signal.SIGCONT)
+        # another user: the lock request that timed out reaches Redis when it resumes, so that
+        # user's lock stays taken until it expires (LOCK_EXPIRY_SECONDS)
+        other, deadline = new_user(), time.monotonic() + 10
+        while True:  # recovers by itself once the cooldown is over: the next call is the trial
+            try:
+                online.push(other, "after")
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the breaker never let a trial call through"
+                time.sleep(0.1)
+        assert online.items(other) == ["after"] and online.items(user) == ["before"]
+        assert online.table.breaker.state == "closed"
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(10)
+        get_settings.cache_clear()
+
+
+def test_pushes_and_deletions_racing_in_threads_never_resurrect(online):
+    """Threads push batches of events for one user while another forgets it, each batch and each
+    deletion stamped by one clock. At the end the state holds only what was received after the
+    last deletion."""
+    user = new_user()
+    clock_mutex, arrivals, deletions, done = threading.Lock(), {}, [], threading.Event()
+
+    def tick():
+        with clock_mutex:  # the feedback log's one clock
+            time.sleep(0.0001)
+            return datetime.now(UTC)
+
+    def pusher(w):
+        batch = 0
+        while not done.is_set():  # like a POST: a batch is received at once, then applied event by event
+            at, batch = tick(), batch + 1
+            for n in range(5):
+                arrivals[f"w{w}-{batch}-{n}"] = at
+                with contextlib.suppress(LockTimeout):  # an online-update failure: allowed
+                    online.push(user, f"w{w}-{batch}-{n}", received_at=at)
+
+    def deleter():
+        for _ in range(5):
+            time.sleep(0.02)
+            while True:
+                deleted_at = tick()
+                with contextlib.suppress(LockTimeout):
+                    forget_user(online.table, online.locks, user, deleted_at)
+                    deletions.append(deleted_at)
+                    break
+        done.set()  # the batches in flight now finish after the last deletion
+
+    threads = [threading.Thread(target=pusher, args=(w,)) for w in range(3)] + [threading.Thread(target=deleter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(deletions) == 5
+    assert set(online.items(user)) <= {item for item, at in arrivals.items() if at > max(deletions)}
