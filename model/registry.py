@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rtrec.durable import fsync_dir
+
 
 class RegistryError(RuntimeError):
     pass
@@ -121,15 +123,6 @@ class Registry:
             os.fsync(pointer.fileno())
         os.replace(tmp, self.pointer)  # readers see the old name or the new one, never half of one
         fsync_dir(self.root)  # the replace itself, and the log's entry when it was just created
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (files created, renamed or removed in it) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sync_tree(root: Path) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rtrec.durable import fsync_dir
+
 EVENT_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -67,15 +69,6 @@ def ensure_landing_zone(landing_dir: Path) -> None:
     feedback.mkdir(parents=True, exist_ok=True)
     (feedback / "0-init.jsonl").touch()
     (landing_dir / "deletions.jsonl").touch()
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the names in a folder durable (after a rename into it)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_parquet_atomically(table: pa.Table, path: Path) -> None:

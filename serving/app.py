@@ -19,7 +19,7 @@ from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.catalog import Catalog
 from serving.feedback_log import FeedbackLog
-from serving.middleware import BodyLimit, observe
+from serving.middleware import observe
 from serving.model_holder import ModelHolder, watch
 from serving.routes import demo, events, history, items, monitoring, recommendations, users
 
@@ -58,7 +58,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.middleware("http")(observe)
-    app.add_middleware(BodyLimit)  # every route: a chunked body is cut off at the limit too
     for resource in (recommendations, events, users, history, items, monitoring, demo):
         app.include_router(resource.router)
     return app

@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from rtrec.durable import fsync_dir
+
 log = logging.getLogger("rtrec.serving")
 
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
@@ -82,14 +84,6 @@ class TornFile(OSError):
 def iso(ts: datetime) -> str:
     """The text of a `received_at` or `deleted_at`: ISO-8601 UTC, always to the microsecond."""
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -4,8 +4,9 @@ template (not per URL, which would make a label per user).
 A body is limited twice: a declared Content-Length over the limit is refused before anything is
 read (`observe`), and the bytes actually received are counted while they are read, so a chunked
 body (no Content-Length) or a lying one is cut off with a 413 as soon as it passes the limit,
-without reading the rest. `BodyLimit` does the counting as an ASGI middleware around a whole app;
-`BodyLimitRoute` does it for the routes of a router (`APIRouter(route_class=BodyLimitRoute)`).
+without reading the rest.
+`BodyLimitRoute` does the counting for the routes of a router that read bodies
+(`APIRouter(route_class=BodyLimitRoute)`).
 """
 
 import time
@@ -13,7 +14,7 @@ import time
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive
 
 from serving import metrics
 
@@ -45,32 +46,6 @@ def limit_receive(receive: Receive, limit: int = MAX_BODY_BYTES) -> Receive:
 
 def too_large(limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-
-
-class BodyLimit:
-    """ASGI middleware: the body of an HTTP request is read through `limit_receive`; a body over
-    the limit that reaches this layer unanswered gets the 413 here."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limit_receive(receive, self.limit), tracking_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            await too_large(self.limit)(scope, receive, send)
 
 
 class BodyLimitRoute(APIRoute):

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import HTTPException
 from fastapi.security import HTTPAuthorizationCredentials
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from rtrec.feature_store import definitions, open_store
@@ -28,7 +27,6 @@ from rtrec.settings import Settings, get_settings
 from serving import deps
 from serving import feedback_log as feedback_module
 from serving.feedback_log import FeedbackLog, NotDurable, iso
-from serving.middleware import BodyLimit
 from tests.http_server import AUTH, TOKEN, Server
 
 
@@ -358,20 +356,6 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
         )
     assert refused.value.status_code == 401
     assert compared == [(b"s3cret-token", b"s3cret-token"), (b"s3cret-tokem", b"s3cret-token")]
-
-
-def test_the_asgi_body_limit_counts_a_streamed_body():
-    """The same limit as an ASGI middleware around a whole app (`app.add_middleware(BodyLimit)`)."""
-    inner = FastAPI()
-
-    @inner.post("/")
-    async def echo(request: Request) -> dict:
-        return {"bytes": len(await request.body())}
-
-    with TestClient(BodyLimit(inner, limit=100)) as client:
-        assert client.post("/", content=(b"x" * 40 for _ in range(2))).json() == {"bytes": 80}
-        reply = client.post("/", content=(b"x" * 40 for _ in range(5)))
-        assert reply.status_code == 413 and "larger than 100 bytes" in reply.json()["detail"]
 
 
 # -- rtrec serve refuses an open write path --------------------------------------------------------
