@@ -54,19 +54,30 @@ class Ledger:
     transport_errors: int = 0
     get_latencies: list[float] = field(default_factory=list)
     acked: dict[str, tuple[str, float, float]] = field(default_factory=dict)  # event_id -> (user, sent, acked)
-    deletions: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # user -> [(sent, acked)]
+    # user -> [(sent, answered, done)]: done when the answer was a 200; a DELETE whose answer never
+    # came (a worker killed under it) may or may not have happened
+    deletions: dict[str, list[tuple[float, float, bool]]] = field(default_factory=dict)
 
     def expected(self) -> tuple[set[str], set[str]]:
         """(events that must be in the warehouse, events that must be gone); events whose POST and a
-        DELETE of their user overlapped in time may be either, and are in neither set."""
+        DELETE of their user overlapped in time, or came before a DELETE of unknown outcome, may be
+        either, and are in neither set."""
         present, gone = set(), set()
         for event_id, (user, sent, acked) in self.acked.items():
             windows = self.deletions.get(user, [])
-            if any(deleted_sent > acked for deleted_sent, _ in windows):
+            if any(done and deleted_sent > acked for deleted_sent, _, done in windows):
                 gone.add(event_id)
-            elif all(sent > deleted_acked for _, deleted_acked in windows):
+            elif all(sent > answered for _, answered, _ in windows):
                 present.add(event_id)
         return present, gone
+
+    def forgotten(self) -> list[str]:
+        """Users with a done DELETE sent after every acknowledgement of their events."""
+        last_event: dict[str, float] = {}
+        for user, _, acked in self.acked.values():
+            last_event[user] = max(last_event.get(user, 0.0), acked)
+        last_delete = {u: max((s for s, _, done in w if done), default=None) for u, w in self.deletions.items()}
+        return sorted(u for u, s in last_delete.items() if s is not None and s > last_event.get(u, 0.0))
 
 
 class Redis:
@@ -143,9 +154,13 @@ async def traffic(url: str, users: int, items: int, rate: float, seconds: float,
                         for event in events:
                             ledger.acked[event["event_id"]] = (user, sent, time.monotonic())
                 else:
-                    reply = await client.delete(f"/v1/users/{user}")
+                    try:
+                        reply = await client.delete(f"/v1/users/{user}")
+                    except httpx.TransportError:
+                        ledger.deletions.setdefault(user, []).append((sent, time.monotonic(), False))
+                        raise
                     if reply.status_code == 200:
-                        ledger.deletions.setdefault(user, []).append((sent, time.monotonic()))
+                        ledger.deletions.setdefault(user, []).append((sent, time.monotonic(), True))
             except httpx.TransportError:
                 ledger.transport_errors += 1
                 return
@@ -183,11 +198,7 @@ def check(ledger: Ledger, env: dict) -> dict:
     present, gone = ledger.expected()
     logged = feedback_ids(settings.feedback_dir)
     twice = (len(in_warehouse) - len(stored)) + (len(logged) - len(set(logged)))
-    # users deleted and silent since: privacy-audit must find them nowhere
-    last_event = {}
-    for user, _, acked in ledger.acked.values():
-        last_event[user] = max(last_event.get(user, 0.0), acked)
-    forgotten = sorted(u for u, w in ledger.deletions.items() if max(s for s, _ in w) > last_event.get(u, 0.0))
+    forgotten = ledger.forgotten()  # deleted and silent since: privacy-audit must find them nowhere
     audited = random.Random(0).sample(forgotten, min(AUDITED_USERS, len(forgotten)))  # one process each, ~3 s
     audit_hits = sum(
         subprocess.run([RTREC, "privacy-audit", user], env=env, capture_output=True).returncode != 0 for user in audited

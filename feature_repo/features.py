@@ -43,6 +43,8 @@ user_state = FeatureView(
         Field(name="recent_items", dtype=Array(String), description="Item ids of the last interactions, newest last."),
         Field(name="recent_event_types", dtype=Array(String), description="Event type of each, aligned."),
         Field(name="last_event_ts", dtype=UnixTimestamp, description="Time of the user's last event."),
+        Field(name="seen_items", dtype=Array(String), description="Every item interacted with, first seen first."),
+        Field(name="seen_event_types", dtype=Array(String), description="Strongest event type on each, aligned."),
     ],
     source=user_state_push,
     online=True,

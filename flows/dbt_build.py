@@ -12,7 +12,7 @@ from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
 from flows.paths import DBT_PROJECT_DIR
 from rtrec.landing import ensure_landing_zone
-from rtrec.settings import get_settings
+from rtrec.settings import Settings, get_settings
 
 FAILED = {"fail", "error", "runtime error"}
 
@@ -33,12 +33,14 @@ def describe_failures(results) -> list[str]:
     return lines
 
 
-def dbt_vars(run_started_at: datetime | None) -> list[str]:
-    """dbt's `--vars` for a run whose wall-clock start is given (a replay, or a clock set back)."""
-    if run_started_at is None:
-        return []
-    started = run_started_at.replace(tzinfo=UTC) if run_started_at.tzinfo is None else run_started_at.astimezone(UTC)
-    return ["--vars", json.dumps({"run_started_at": started.isoformat()})]
+def dbt_vars(settings: Settings, run_started_at: datetime | None) -> list[str]:
+    """dbt's `--vars`: the lengths of the online user state's lists from the settings, and the
+    run's wall-clock start when one is given (a replay, or a clock set back)."""
+    values: dict[str, object] = {"recent_items": settings.max_recent_items, "seen_items": settings.max_seen_items}
+    if run_started_at is not None:
+        utc = run_started_at.replace(tzinfo=UTC) if run_started_at.tzinfo is None else run_started_at.astimezone(UTC)
+        values["run_started_at"] = utc.isoformat()
+    return ["--vars", json.dumps(values)]
 
 
 @task(name="dbt-build")
@@ -54,7 +56,9 @@ def dbt_build(full_refresh: bool = False, run_started_at: datetime | None = None
     os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
     retrying = (flow_run.run_count or 1) > 1 and not full_refresh
     args = (
-        ["retry"] if retrying else ["build", *(["--full-refresh"] if full_refresh else []), *dbt_vars(run_started_at)]
+        ["retry"]
+        if retrying
+        else ["build", *(["--full-refresh"] if full_refresh else []), *dbt_vars(settings, run_started_at)]
     )
     runner = PrefectDbtRunner(
         settings=PrefectDbtSettings(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR),

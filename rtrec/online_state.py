@@ -52,7 +52,7 @@ from feast.type_map import feast_value_type_to_python_type, python_values_to_pro
 
 from rtrec.events import STRENGTH
 
-USER_STATE = ("recent_items", "recent_event_types", "last_event_ts")
+USER_STATE = ("recent_items", "recent_event_types", "last_event_ts", "seen_items", "seen_event_types")
 ITEM_STATS = ("category", "price", "popularity_all", "popularity_7d", "purchase_rate")
 FORGOTTEN_AT = "forgotten_at"  # the tombstone's field: stored in the user's row, not a feature of the view
 LOCK_STRIPES = 256
@@ -78,10 +78,19 @@ class UserState:
     last_event_ts: datetime | None = None
     stored_at: datetime | None = None  # Feast event timestamp of the stored row
     forgotten_at: datetime | None = None  # the user's last deletion: events received until then stay out
+    seen_items: list[str] = field(default_factory=list)  # every item interacted with, first seen first
+    seen_event_types: list[str] = field(default_factory=list)  # the strongest event type on each, aligned
 
     @property
     def known(self) -> bool:
         return bool(self.recent_items)
+
+    def excluded(self, repeatable: Iterable[str] = ()) -> set[str]:
+        """Items not to recommend again: every item seen, except those whose strongest event type
+        is in `repeatable` (a shop of consumables lets purchases come back)."""
+        repeatable = set(repeatable)
+        pairs = [*zip(self.seen_items, self.seen_event_types), *zip(self.recent_items, self.recent_event_types)]
+        return {item for item, event_type in pairs if event_type not in repeatable}
 
     def history(self) -> list[tuple[str, str]]:
         return list(zip(self.recent_items, self.recent_event_types))
@@ -111,6 +120,8 @@ def read_online(store: FeatureStore, user_id: str, item_ids: Sequence[str] = ())
         list(got["recent_event_types"][0] or []),
         _ts(got["last_event_ts"][0]),
         _ts(got.get("recent_items__ts", [None])[0]),
+        seen_items=list(got["seen_items"][0] or []),
+        seen_event_types=list(got["seen_event_types"][0] or []),
     )
     items = {
         item: {f: got[f][row] for f in ITEM_STATS}
@@ -131,6 +142,24 @@ def appended(state: UserState, item_id: str, event_type: str, max_len: int) -> t
         items.append(item_id)
         types.append(event_type)
     return items[-max_len:], types[-max_len:]
+
+
+def seen_after(
+    state: UserState, item_id: str, event_type: str, max_seen: int | None = None
+) -> tuple[list[str], list[str]]:
+    """The state's seen lists after one more event: a new item is added last (the oldest dropped
+    past `max_seen`), a seen one keeps its place and its strongest event type."""
+    items, types = list(state.seen_items), list(state.seen_event_types)
+    if item_id in items:
+        at = items.index(item_id)
+        if STRENGTH.get(event_type, 0) > STRENGTH.get(types[at], 0):
+            types[at] = event_type
+    else:
+        items.append(item_id)
+        types.append(event_type)
+    if max_seen is not None:
+        items, types = items[-max_seen:], types[-max_seen:]
+    return items, types
 
 
 class CircuitBreaker:
@@ -327,6 +356,8 @@ class UserStateTable:
             _ts(python.get("last_event_ts")),
             _ts(stored_at),
             datetime.fromisoformat(forgotten) if forgotten else None,
+            list(python.get("seen_items") or []),
+            list(python.get("seen_event_types") or []),
         )
 
     def write(self, state: UserState) -> None:
@@ -334,6 +365,8 @@ class UserStateTable:
             "recent_items": python_values_to_proto_values([state.recent_items], ValueType.STRING_LIST)[0],
             "recent_event_types": python_values_to_proto_values([state.recent_event_types], ValueType.STRING_LIST)[0],
             "last_event_ts": python_values_to_proto_values([state.last_event_ts], ValueType.UNIX_TIMESTAMP)[0],
+            "seen_items": python_values_to_proto_values([state.seen_items], ValueType.STRING_LIST)[0],
+            "seen_event_types": python_values_to_proto_values([state.seen_event_types], ValueType.STRING_LIST)[0],
         }
         if state.forgotten_at is not None:  # carried along by every write, so every field has one timestamp
             values[FORGOTTEN_AT] = Value(string_val=_utc(state.forgotten_at).isoformat())
@@ -369,20 +402,29 @@ def push_event(
     max_len: int,
     *,
     received_at: datetime | None = None,
+    forgotten_since: datetime | None = None,
+    max_seen: int | None = None,
 ) -> UserState | None:
     """Append one event to the user's online state; the next online read shows it.
 
     `received_at` is when the feedback log accepted the event (default: now). An event received at
     or before the user's last deletion is skipped (None is returned): a push that lost a race with
-    a DELETE never brings forgotten history back."""
+    a DELETE never brings forgotten history back. The seen set keeps up to `max_seen` items
+    (default: all). `forgotten_since` is a deletion the online store
+    may not hold yet (it was down at DELETE time): the state is treated as forgotten then, and the
+    write carries the tombstone."""
     received_at = _utc(received_at) if received_at is not None else datetime.now(UTC)
     with user_lock(table, locks, user_id):
         state = table.read(user_id)
+        if forgotten_since is not None and (state.forgotten_at is None or state.forgotten_at < forgotten_since):
+            state = UserState(user_id, stored_at=state.stored_at, forgotten_at=_utc(forgotten_since))
         if state.forgotten_at is not None and received_at <= state.forgotten_at:
             return None
         items, types = appended(state, item_id, event_type, max_len)
+        seen, seen_types = seen_after(state, item_id, event_type, max_seen)
         last = max(filter(None, [state.last_event_ts, ts]))
-        new = UserState(user_id, items, types, last, next_version(state, datetime.now(UTC)), state.forgotten_at)
+        version = next_version(state, datetime.now(UTC))
+        new = UserState(user_id, items, types, last, version, state.forgotten_at, seen, seen_types)
         table.write(new)
         return new
 

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rtrec.events import EventType
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTREC_", extra="ignore")
@@ -23,7 +25,22 @@ class Settings(BaseSettings):
     feedback_file_max_bytes: int = Field(
         8 * 2**20, ge=4096, description="The API starts a new feedback log file after this many bytes."
     )
+    serving_tick_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often each API worker looks for a new model and catalog and finishes pending deletions.",
+    )
     max_recent_items: int = Field(50, ge=1, le=1000, description="Length of a user's online recent-items state.")
+    max_seen_items: int = Field(
+        10_000,
+        ge=1,
+        description="Items a user's online seen set keeps (the latest first seen); recommendations leave them out.",
+    )
+    repeatable_event_types: list[EventType] = Field(
+        default_factory=list,
+        description="Seen items whose strongest event type is one of these may be recommended again (e.g. purchase, "
+        "for consumables); every other seen item is left out.",
+    )
     schedule_cron: str | None = Field(None, description="Overrides the nightly schedule prefect.yaml declares.")
     schedule_timezone: str | None = Field(None, description="Overrides the time zone prefect.yaml declares.")
 

@@ -7,6 +7,7 @@ process stay apart; the lifespan puts there the long-lived objects the routes ge
 
 import threading
 from contextlib import asynccontextmanager
+from functools import partial
 
 import torch
 from fastapi import FastAPI
@@ -19,6 +20,7 @@ from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.catalog import Catalog
 from serving.feedback_log import FeedbackLog
+from serving.forgetting import finish_pending
 from serving.middleware import observe
 from serving.model_holder import ModelHolder, watch
 from serving.routes import demo, events, history, items, monitoring, recommendations, users
@@ -41,9 +43,13 @@ async def lifespan(app: FastAPI):
     app.state.catalog = Catalog(settings.marts_dir)
     app.state.models = ModelHolder(Registry(settings.models_dir))
     stop = threading.Event()
-    watcher = threading.Thread(
-        target=watch, args=(stop, app.state.models.refresh, app.state.catalog.refresh), daemon=True
+    state = app.state
+    refreshers = (
+        state.models.refresh,
+        state.catalog.refresh,
+        partial(finish_pending, state.user_state, state.locks, state.feedback),
     )
+    watcher = threading.Thread(target=watch, args=(stop, settings.serving_tick_seconds, *refreshers), daemon=True)
     watcher.start()
     yield
     stop.set()

@@ -8,7 +8,9 @@ Index. A SQLite database in the same folder, shared by all workers, with
 - ``event_ids``: every accepted event id and its user; a repeated event_id counts once;
 - ``user_files``: which files hold each user's lines, so forgetting a user rewrites only those;
 - ``files``: the committed size of each file; bytes past it were never acknowledged;
-- ``clock``: the last time handed out as a ``received_at`` or a ``deleted_at``.
+- ``clock``: the last time handed out as a ``received_at`` or a ``deleted_at``;
+- ``pending_forgets``: deletions whose online part is not done yet (the store was down): reads
+  treat those users as forgotten, and `serving.forgetting` finishes the work once the store is back.
 
 Append. Under one write transaction (one writer at a time across all workers) the ids are looked
 up, a time is taken from the clock, the lines are appended and fsynced, then ids, user files and
@@ -57,6 +59,7 @@ SCHEMA = (
     "create index if not exists user_files_by_file on user_files (file)",
     "create table if not exists files (file text primary key, size integer not null, ours integer not null)",
     "create table if not exists clock (id integer primary key check (id = 0), last_us integer not null)",
+    "create table if not exists pending_forgets (user_id text primary key, deleted_at_us integer not null)",
 )
 
 
@@ -84,6 +87,10 @@ class TornFile(OSError):
 def iso(ts: datetime) -> str:
     """The text of a `received_at` or `deleted_at`: ISO-8601 UTC, always to the microsecond."""
     return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _micros(ts: datetime) -> int:
+    return (ts - EPOCH) // timedelta(microseconds=1)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -163,6 +170,9 @@ class FeedbackLog:
         self.index.execute("pragma journal_mode=wal")
         for statement in SCHEMA:
             self.index.execute(statement)
+        # reads of pending deletions (every recommendation) never wait behind an append's fsync
+        self.reader = sqlite3.connect(self.dir / "event_ids.sqlite", timeout=30, check_same_thread=False)
+        self.reader_mutex = threading.Lock()
         with self.mutex:
             self._transaction(self._sync)
 
@@ -312,6 +322,11 @@ class FeedbackLog:
                 removed = sum(self._rewrite_without(self.dir / file, user_id) for (file,) in files)
                 self.index.execute("delete from user_files where user_id = ?", (user_id,))
                 self.index.execute("delete from event_ids where user_id = ?", (user_id,))
+                self.index.execute(
+                    "insert into pending_forgets values (?, ?) on conflict (user_id) do update "
+                    "set deleted_at_us = max(deleted_at_us, excluded.deleted_at_us)",
+                    (user_id, _micros(deleted_at)),
+                )
                 record = json.dumps({"user_id": user_id, "deleted_at": iso(deleted_at)}) + "\n"
                 recorded = append_durably(self.deletions, record.encode())
                 self.index.execute("commit")
@@ -321,6 +336,35 @@ class FeedbackLog:
                     _cut_back(self.deletions, recorded)
                 raise
         return Forgetting(removed, deleted_at)
+
+    # -- deletions whose online part is pending -----------------------------------------------
+
+    def pending_forget(self, user_id: str) -> datetime | None:
+        """The user's latest deletion when its online part is not done yet, else None."""
+        with self.reader_mutex:
+            row = self.reader.execute(
+                "select deleted_at_us from pending_forgets where user_id = ?", (user_id,)
+            ).fetchone()
+        return EPOCH + timedelta(microseconds=row[0]) if row else None
+
+    def pending_forgets(self) -> list[tuple[str, datetime]]:
+        with self.reader_mutex:
+            rows = self.reader.execute("select user_id, deleted_at_us from pending_forgets").fetchall()
+        return [(user, EPOCH + timedelta(microseconds=us)) for user, us in rows]
+
+    def forgotten_online(self, user_id: str, deleted_at: datetime) -> None:
+        """The online store holds the deletion of `deleted_at` (or a later one): it is no longer
+        pending. A failure is logged, not raised: the entry stays, and finishing it again is harmless."""
+        try:
+            with self.mutex:
+                self._transaction(
+                    lambda: self.index.execute(
+                        "delete from pending_forgets where user_id = ? and deleted_at_us <= ?",
+                        (user_id, _micros(deleted_at)),
+                    )
+                )
+        except sqlite3.Error as err:
+            log.warning("a finished deletion stays marked pending: %s", err)
 
     def _rewrite_without(self, path: Path, user_id: str) -> int:
         """Rewrite `path` without the user's lines: temp file fsynced, renamed over, folder fsynced."""

@@ -13,7 +13,6 @@ from model.registry import Registry
 from serving import metrics
 
 log = logging.getLogger("rtrec.serving")
-RELOAD_SECONDS = 1.0
 RETRY_SECONDS = 30.0  # a version that failed to load is tried again after this, or when the pointer moves
 
 
@@ -75,11 +74,8 @@ class ModelHolder:
         still = f"still serving {self.version}" if self.recommender else "answering with the popular list"
         log.error("%s; %s", self.error, still)
 
-    def watch(self, stop: threading.Event) -> None:
-        watch(stop, self.refresh)
 
-
-def watch(stop: threading.Event, *refreshers: Callable[[], object], every: float = RELOAD_SECONDS) -> None:
+def watch(stop: threading.Event, every: float, *refreshers: Callable[[], object]) -> None:
     """Call each refresher every `every` seconds until `stop` is set; a failure waits for the next tick."""
     while not stop.wait(every):
         for refresh in refreshers:

@@ -67,6 +67,10 @@ class Recommendations(BaseModel):
 class Forgotten(BaseModel):
     user_id: str
     feedback_events_removed: int
+    online_state_cleared: bool = Field(
+        description="False when the online store was unreachable: the user reads as forgotten all the same, and "
+        "the store is cleared once it is back."
+    )
 
 
 class CatalogItem(BaseModel):

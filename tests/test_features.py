@@ -17,7 +17,7 @@ from flows.etl import etl
 from flows.materialize import materialize
 from rtrec.feature_store import FEATURE_REPO_DIR, feast_redis_connection, open_store
 from rtrec.generate import ShopConfig, generate
-from rtrec.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online
+from rtrec.online_state import UserLocks, UserState, UserStateTable, appended, push_event, read_online, seen_after
 from rtrec.redis_server import free_port
 from rtrec.settings import get_settings
 
@@ -63,6 +63,8 @@ def test_online_state_equals_the_mart_after_materialize(settings):
         state, _ = read_online(store, row.user_id)
         assert state.recent_items == list(row.recent_items)
         assert state.recent_event_types == list(row.recent_event_types)
+        assert state.seen_items == list(row.seen_items) and state.seen_event_types == list(row.seen_event_types)
+        assert set(state.recent_items) <= set(state.seen_items)
 
 
 def test_one_read_returns_item_features_too(settings):
@@ -84,6 +86,7 @@ def test_a_push_is_readable_at_once(settings):
     after, _ = read_online(store, user)
     assert after.recent_items[-1] == "i7" and after.recent_event_types[-1] == "purchase"
     assert after.recent_items[:-1] == before.recent_items[-(settings.max_recent_items - 1) :]
+    assert after.seen_items == [*before.seen_items, "i7"] if "i7" not in before.seen_items else before.seen_items
     brand_new = f"new-user-{settings.online_store}"
     push_event(UserStateTable(store), locks, brand_new, "i3", "view", datetime.now(UTC), settings.max_recent_items)
     assert read_online(store, brand_new)[0].recent_items == ["i3"]
@@ -107,11 +110,14 @@ def test_other_producers_can_write_through_the_push_source(settings):
             "recent_items": [["i1", "i2"]],
             "recent_event_types": [["view", "click"]],
             "last_event_ts": [datetime.now(UTC)],
+            "seen_items": [["i1", "i2"]],
+            "seen_event_types": [["view", "click"]],
             "event_timestamp": [datetime.now(UTC)],
         }
     )
     store.push("user_state_push", row, to=PushMode.ONLINE)
-    assert read_online(store, "streamed")[0].history() == [("i1", "view"), ("i2", "click")]
+    state = read_online(store, "streamed")[0]
+    assert state.history() == [("i1", "view"), ("i2", "click")] and state.excluded() == {"i1", "i2"}
 
 
 def test_concurrent_pushes_for_one_user_lose_nothing(settings):
@@ -137,6 +143,19 @@ def test_feature_state_lists_follow_the_funnel():
     assert appended(state, "b", "purchase", 10) == (["a", "b"], ["view", "purchase"])
     assert appended(state, "b", "view", 10) == (["a", "b"], ["view", "click"])
     assert appended(state, "c", "view", 2) == (["b", "c"], ["click", "view"])
+
+
+def test_the_seen_set_keeps_every_item_once_with_its_strongest_type():
+    state = UserState("u", seen_items=["a", "b"], seen_event_types=["purchase", "view"])
+    assert seen_after(state, "a", "view") == (["a", "b"], ["purchase", "view"])  # no downgrade, no move
+    assert seen_after(state, "b", "click") == (["a", "b"], ["purchase", "click"])
+    assert seen_after(state, "c", "view", max_seen=2) == (["b", "c"], ["view", "view"])
+
+
+def test_what_is_left_out_follows_the_repeat_policy():
+    state = UserState("u", ["x"], ["view"], seen_items=["a", "b", "c"], seen_event_types=["purchase", "click", "view"])
+    assert state.excluded() == {"a", "b", "c", "x"}
+    assert state.excluded(["purchase"]) == {"b", "c", "x"}  # consumables: a purchase may come back
 
 
 def test_historical_retrieval_is_point_in_time_correct(shop, monkeypatch, prefect_harness):

@@ -30,6 +30,7 @@ from rtrec.online_state import UserLocks, read_online
 from rtrec.settings import get_settings
 from serving.app import create_app
 from serving.catalog import Catalog
+from serving.forgetting import finish_pending
 from serving.model_holder import ModelHolder
 from tests.http_server import AUTH, Server
 from tests.model_fixtures import cyclic_data
@@ -407,7 +408,8 @@ def test_the_registry_fsyncs_versions_and_the_pointer_before_renaming_them(tmp_p
 def app_client(tmp_path, monkeypatch, good_model):
     data = make_site(tmp_path, monkeypatch)
     Registry(data / "models").promote(add_version(data, good_model, "v-good"))
-    with TestClient(create_app(get_settings())) as client:
+    # the watcher's tick (which also finishes pending deletions) is left to the tests that want it
+    with TestClient(create_app(get_settings().model_copy(update={"serving_tick_seconds": 3600}))) as client:
         yield client
 
 
@@ -456,10 +458,10 @@ def test_no_user_id_in_logs_or_metrics(app_client, monkeypatch, caplog):
     monkeypatch.setattr(state.user_state.provider, "online_read", down)  # then the store
     assert app_client.get(f"/v1/recommendations/{secret}").json()["fallback"]
     assert app_client.post("/v1/events", json=events[0] | {"item_id": "i4"}, headers=AUTH).status_code == 202
-    assert app_client.delete(f"/v1/users/{secret}", headers=AUTH).status_code == 503
+    assert app_client.delete(f"/v1/users/{secret}", headers=AUTH).json()["online_state_cleared"] is False
     monkeypatch.undo()
     state.user_state.breaker.cooldown = 0
-    assert app_client.delete(f"/v1/users/{secret}", headers=AUTH).status_code == 200
+    assert app_client.delete(f"/v1/users/{secret}", headers=AUTH).json()["online_state_cleared"] is True
     assert app_client.get("/healthz").json()["status"] == "ok"
 
     text = app_client.get("/metrics").text
@@ -469,3 +471,62 @@ def test_no_user_id_in_logs_or_metrics(app_client, monkeypatch, caplog):
     for record in server_side:  # ...without naming the user
         assert secret not in record.getMessage(), record.getMessage()
     assert secret not in "".join(logging.Formatter().formatException(r.exc_info) for r in server_side if r.exc_info)
+
+
+def test_a_delete_while_the_store_is_down_is_done_and_stays_done(app_client, monkeypatch):
+    """The log forgets at once (200); until the store takes the tombstone the user reads as
+    forgotten, a new event starts a new history, and the tombstone lands once the store is back."""
+    state = app_client.app.state
+    old, fresh = f"old-{uuid.uuid4().hex[:6]}", f"fresh-{uuid.uuid4().hex[:6]}"
+    for user in (old, fresh):
+        events = [{"user_id": user, "item_id": i, "event_type": "view"} for i in ("i1", "i2", "i3")]
+        assert app_client.post("/v1/events", json={"events": events}, headers=AUTH).status_code == 202
+        assert not app_client.get(f"/v1/recommendations/{user}").json()["cold_start"]
+
+    def down(*args, **kwargs):
+        raise ConnectionError("online store down")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(state.user_state.provider, "online_read", down)
+        outage.setattr(state.user_state.provider, "online_write_batch", down)
+        for user in (old, fresh):
+            reply = app_client.delete(f"/v1/users/{user}", headers=AUTH)
+            assert reply.status_code == 200, reply.text
+            assert reply.json() == {"user_id": user, "feedback_events_removed": 3, "online_state_cleared": False}
+    state.user_state.breaker.cooldown = 0
+    settings = get_settings()
+    assert logged_events(settings.data_dir, old) == []
+    assert read_online(open_store(settings), old)[0].recent_items == ["i1", "i2", "i3"]  # the store still has it...
+    for user in (old, fresh):  # ...but nothing reads it
+        assert app_client.get(f"/v1/recommendations/{user}").json()["cold_start"]
+        assert app_client.get(f"/v1/users/{user}/history").json()["recent_items"] == []
+    new_event = {"user_id": fresh, "item_id": "i9", "event_type": "click"}
+    assert app_client.post("/v1/events", json=new_event, headers=AUTH).status_code == 202
+    assert app_client.get(f"/v1/users/{fresh}/history").json()["recent_items"] == ["i9"]  # a new history
+    assert [u for u, _ in state.feedback.pending_forgets()] == [old]
+
+    assert finish_pending(state.user_state, state.locks, state.feedback) == 1  # the watcher's tick
+    assert state.feedback.pending_forgets() == []
+    stored = {u: read_online(open_store(settings), u)[0].recent_items for u in (old, fresh)}
+    assert stored == {old: [], fresh: ["i9"]}
+
+
+@pytest.mark.parametrize("repeatable", [[], ["purchase"]])
+def test_seen_items_stay_out_unless_the_deployment_lets_their_event_type_repeat(
+    tmp_path, monkeypatch, good_model, repeatable
+):
+    """A purchase and a view, then a long history pushing both out of the recent list: neither is
+    recommended again, unless purchases may repeat (a shop of consumables)."""
+    data = make_site(tmp_path, monkeypatch)
+    Registry(data / "models").promote(add_version(data, good_model, "v-good"))
+    settings = get_settings().model_copy(update={"max_recent_items": 5, "repeatable_event_types": repeatable})
+    events = [
+        {"user_id": "u", "item_id": "i1", "event_type": "purchase"},
+        {"user_id": "u", "item_id": "i2", "event_type": "view"},
+        *({"user_id": "u", "item_id": f"i{n}", "event_type": "view"} for n in range(3, 10)),
+    ]
+    with TestClient(create_app(settings)) as client:
+        assert client.post("/v1/events", json={"events": events}, headers=AUTH).status_code == 202
+        assert client.get("/v1/users/u/history").json()["recent_items"] == [f"i{n}" for n in range(5, 10)]
+        shown = {i["item_id"] for i in client.get("/v1/recommendations/u", params={"k": 100}).json()["items"]}
+    assert shown == set(ITEMS) - {e["item_id"] for e in events} | ({"i1"} if repeatable else set())

@@ -75,6 +75,7 @@ def post_events(
     for record in fresh:
         event = first[record["event_id"]]
         try:
+            pending = feedback.pending_forget(event.user_id)
             push_event(
                 user_state,
                 locks,
@@ -84,7 +85,11 @@ def post_events(
                 event.ts,
                 settings.max_recent_items,
                 received_at=datetime.fromisoformat(record["received_at"]),
+                forgotten_since=pending,
+                max_seen=settings.max_seen_items,
             )
+            if pending is not None:  # the write carried the tombstone
+                feedback.forgotten_online(event.user_id, pending)
         except (StoreUnavailable, LockTimeout) as err:  # durable already; the nightly run brings it online
             metrics.ONLINE_WRITE_FAILURES.inc()
             log.warning("online update failed for event %s: %s", event.event_id, err)

@@ -4,7 +4,8 @@ import logging
 
 from fastapi import APIRouter, HTTPException
 
-from serving.deps import UserStateDep
+from serving.deps import FeedbackDep, UserStateDep
+from serving.forgetting import read_user
 from serving.schemas import History, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
@@ -16,10 +17,10 @@ router = APIRouter()
     response_model=History,
     responses={503: {"description": "The online store cannot be read; the detail says why."}},
 )
-def history(user_id: UserIdPath, user_state: UserStateDep) -> History:
+def history(user_id: UserIdPath, user_state: UserStateDep, feedback: FeedbackDep) -> History:
     """Recent items, their event types and the last event time; an unknown user has an empty history."""
     try:
-        state = user_state.read(user_id)
+        state = read_user(user_state, feedback, user_id)
     except Exception as err:  # a store outage is the server's problem, not the client's: say so, fast
         log.warning("history request: online store unreadable (%s)", err)  # log lines never name the user
         raise HTTPException(503, f"online store unavailable ({type(err).__name__}); try again later") from err

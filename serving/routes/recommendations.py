@@ -13,7 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from serving import metrics
-from serving.deps import CatalogDep, ModelsDep, UserStateDep
+from serving.deps import CatalogDep, FeedbackDep, ModelsDep, SettingsDep, UserStateDep
+from serving.forgetting import read_user
 from serving.schemas import Recommendations, ScoredItem, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
@@ -26,6 +27,8 @@ def recommendations(
     models: ModelsDep,
     catalog: CatalogDep,
     user_state: UserStateDep,
+    feedback: FeedbackDep,
+    settings: SettingsDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Recommendations:
     request_id = str(uuid.uuid4())
@@ -42,17 +45,17 @@ def recommendations(
         )
 
     try:
-        user = user_state.read(user_id)
+        user = read_user(user_state, feedback, user_id)
     except Exception as err:  # the store is down: degrade to the popular list, never fail
         metrics.FALLBACKS.inc()
         log.warning("request %s: online store unreadable (%s); popular fallback", request_id, err)
         return answer(shelf.top(k, set()), fallback=True)
-    have = set(user.recent_items)
+    have = user.excluded(settings.repeatable_event_types)  # what the user has seen, by the deployment's policy
     scored: list[tuple[str, float]] = []
     if recommender is not None and user.known:
         idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
         try:
-            candidates = recommender.recommend(user.history(), k=k + len(have) + 20, exclude=have, idle_seconds=idle)
+            candidates = recommender.recommend(user.history(), k=k + 20, exclude=have, idle_seconds=idle)
         except Exception:
             metrics.MODEL_ERRORS.inc()
             log.exception("request %s: model %s failed; popular fallback", request_id, version)

@@ -3,8 +3,10 @@ next batch run removes the rest); the online state becomes a tombstone at once.
 
 Both happen under the user's lock, so a push racing the DELETE either ran before it (and is wiped
 with the rest) or sees the tombstone: events received before the deletion stay out, those received
-after start a new history. When the online store cannot be reached, the feedback log is still
-cleared and the answer is 503: the client retries, and a repeated DELETE is harmless."""
+after start a new history. When the online store cannot be reached, the DELETE is done all the
+same once the log holds it: the online part stays pending (`serving.forgetting`), reads treat the
+user as forgotten meanwhile, and the answer says `online_state_cleared: false`. Only a log that
+cannot be written is a 503, and then nothing was forgotten: the client retries."""
 
 import logging
 from contextlib import ExitStack
@@ -24,31 +26,32 @@ RETRY_AFTER_SECONDS = 5
     "/v1/users/{user_id}",
     response_model=Forgotten,
     dependencies=[Depends(require_token)],
-    responses={
-        503: {"description": "Removed from the feedback log, but the online state could not be cleared: retry."}
-    },
+    responses={503: {"description": "The feedback log could not record the deletion; nothing was forgotten, retry."}},
 )
 def delete_user(user_id: UserIdPath, feedback: FeedbackDep, user_state: UserStateDep, locks: LocksDep) -> Forgotten:
     with ExitStack() as held:
         try:
             held.enter_context(user_lock(user_state, locks, user_id))
-        except Exception as err:  # store down or lock busy: forget in the log anyway, then ask for a retry
-            log.warning("DELETE: user lock unavailable (%s); clearing the feedback log only", err)
-            feedback.forget_user(user_id)
-            raise _retry_later(err) from None
-        forgotten = feedback.forget_user(user_id)
+            locked = True
+        except Exception as err:  # store down or lock busy: the log forgets now, the online part waits
+            log.warning("DELETE: user lock unavailable (%s); online part left pending", err)
+            locked = False
         try:
-            mark_forgotten(user_state, user_id, forgotten.deleted_at)
+            forgotten = feedback.forget_user(user_id)
         except Exception as err:
-            log.warning("DELETE: online state not cleared (%s); feedback log cleared", err)
-            raise _retry_later(err) from None
-    return Forgotten(user_id=user_id, feedback_events_removed=forgotten.removed)
-
-
-def _retry_later(err: Exception) -> HTTPException:
-    return HTTPException(
-        503,
-        f"the user's events were removed from the feedback log, but the online state could not be cleared now "
-        f"({type(err).__name__}); retry the DELETE",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+            log.exception("DELETE: the feedback log could not record the deletion")
+            raise HTTPException(
+                503,
+                f"the deletion could not be recorded ({type(err).__name__}); nothing was forgotten, retry the DELETE",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            ) from None
+        cleared = False
+        if locked:
+            try:
+                mark_forgotten(user_state, user_id, forgotten.deleted_at)
+                cleared = True
+            except Exception as err:
+                log.warning("DELETE: online state not cleared (%s); left pending", err)
+    if cleared:
+        feedback.forgotten_online(user_id, forgotten.deleted_at)
+    return Forgotten(user_id=user_id, feedback_events_removed=forgotten.removed, online_state_cleared=cleared)

@@ -1,0 +1,46 @@
+"""Deletions whose online part waits for the store.
+
+A DELETE is done once the feedback log has forgotten the user (durable, recorded as pending in its
+index). When the online store cannot take the tombstone then, the deletion stays pending: every
+read treats the user as forgotten, a new event starts a new history carrying the tombstone, and
+`finish_pending` writes the tombstone once the store is back (each worker tries every tick)."""
+
+import logging
+
+from rtrec.online_state import StoreUnavailable, UserLocks, UserState, UserStateTable, mark_forgotten, user_lock
+from serving.feedback_log import FeedbackLog
+
+log = logging.getLogger("rtrec.serving")
+
+
+def read_user(table: UserStateTable, feedback: FeedbackLog, user_id: str) -> UserState:
+    """The user's online state, empty when a deletion the store does not hold yet is pending."""
+    state = table.read(user_id)
+    if state.known:
+        pending = feedback.pending_forget(user_id)
+        if pending is not None and (state.forgotten_at is None or state.forgotten_at < pending):
+            return UserState(user_id, stored_at=state.stored_at, forgotten_at=pending)
+    return state
+
+
+def finish_pending(table: UserStateTable, locks: UserLocks, feedback: FeedbackLog) -> int:
+    """Bring pending deletions online; returns how many were finished. Stops at the first store
+    failure (the breaker is open then; the next tick tries again)."""
+    done = 0
+    for user_id, deleted_at in feedback.pending_forgets():
+        try:
+            with user_lock(table, locks, user_id):
+                state = table.read(user_id)
+                # no row at all (never online, or removed by the nightly run): nothing to hide, no key to add
+                if state.stored_at is not None and (state.forgotten_at is None or state.forgotten_at < deleted_at):
+                    mark_forgotten(table, user_id, deleted_at)
+        except StoreUnavailable:  # the breaker is open: the store is known to be down
+            break
+        except Exception as err:
+            log.warning("a pending deletion could not be brought online yet: %s", err)
+            break
+        feedback.forgotten_online(user_id, deleted_at)
+        done += 1
+    if done:
+        log.info("brought %d pending deletions online", done)
+    return done
