@@ -1,7 +1,10 @@
 """Recommendation quality on the generated sample (beside its oracle ceiling) and on MovieLens-100k:
 MostPop, EASE and our SASRec by the same full-ranking harness (leave-last-out, history masked).
 
-    python bench/quality.py [--datasets generated movielens] [--seed 0]
+    python bench/quality.py [--datasets generated movielens] [--seed 0] [--replay 5]
+
+With --replay N it also replays each user's last N interactions (model/replay.py): live state
+against frozen, for MostPop, the item-to-item transition baseline and SASRec with the same settings.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from model.baselines import most_popular, tuned_ease
 from model.config import preset
 from model.data import load_marts
 from model.evaluate import evaluate
+from model.report import REPLAY_COLUMNS, replay_cells, replay_table
 from model.scorer import sasrec_scorer
 from model.train import train
 from rtrec.generate import ShopConfig, generate
@@ -52,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["generated", "movielens"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replay", type=int, default=None, metavar="N")
     args = parser.parse_args()
+    replays = []
     table = Table(
         "data",
         "model",
@@ -82,6 +88,9 @@ def main() -> None:
                 oracle = json.loads(oracle_path.read_text())["masked"]
                 rows.append(("oracle ceiling", oracle, None))
                 rows.append(("SASRec / oracle", {k: ours[k] / oracle[k] for k in ("hr@10", "ndcg@10", "mrr@10")}, None))
+            if args.replay:
+                for row in replay_table(data, args.replay, replace(model_cfg, **model_over), train_cfg):
+                    replays.append((name, row))
             for model, m, seconds in rows:
                 table.add_row(
                     name,
@@ -92,7 +101,13 @@ def main() -> None:
                     f"{m['coverage']:.3f}" if "coverage" in m else "-",
                     f"{seconds:.1f}" if seconds is not None else "-",
                 )
-    Console(width=160).print(table)
+    console = Console(width=160)
+    console.print(table)
+    if replays:
+        replay_view = Table("data", *REPLAY_COLUMNS, title=f"replay of each user's last {args.replay} interactions")
+        for name, row in replays:
+            replay_view.add_row(name, *replay_cells(row))
+        console.print(replay_view)
 
 
 if __name__ == "__main__":

@@ -97,13 +97,19 @@ class Redis:
         self.proc.wait(10)
 
 
-def run_nightly(env: dict) -> subprocess.Popen:
-    return subprocess.Popen(
-        [RTREC, "pipeline", "--preset", "tiny", "--epochs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+class Nightly:
+    """`rtrec pipeline` in the background, its log in a file (a pipe nobody reads would fill and stall it)."""
+
+    def __init__(self, env: dict, name: str) -> None:
+        self.log = Path(env["RTREC_DATA_DIR"]) / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [RTREC, "pipeline", "--preset", "tiny", "--epochs", "2"], env=env, stdout=out, stderr=out
+            )
+
+    def failure(self) -> str | None:
+        """None once it finished well; the end of its log when it failed."""
+        return None if self.proc.wait() == 0 else self.log.read_text(errors="replace")[-3000:]
 
 
 def start_api(env: dict, port: int) -> subprocess.Popen:
@@ -230,7 +236,7 @@ async def run_with_faults(url, env, api, redis, args, cfg, ledger, console) -> N
     load = asyncio.create_task(traffic(url, cfg.users, cfg.items, args.rate, args.seconds, args.clients, ledger))
     await asyncio.sleep(args.seconds * 0.1)
     console.print("fault: a nightly run starts during the traffic")
-    nightly = run_nightly(env)
+    nightly = Nightly(env, "nightly-during-traffic")
     await asyncio.sleep(args.seconds * 0.2)
     victim = worker_pids(api.pid)[0]
     console.print(f"fault: SIGKILL API worker {victim}")
@@ -243,12 +249,10 @@ async def run_with_faults(url, env, api, redis, args, cfg, ledger, console) -> N
     redis.start()
     console.print("redis-server is back")
     await load
-    while nightly.poll() is None:
+    while nightly.proc.poll() is None:
         await asyncio.sleep(1)
-    if nightly.returncode != 0:
-        console.print(
-            f"[yellow]the nightly run during the traffic failed[/yellow]: {nightly.stderr.read().decode()[-2000:]}"
-        )
+    if failed := nightly.failure():
+        console.print(f"[yellow]the nightly run during the traffic failed[/yellow]: {failed}")
 
 
 def soak(args, data: Path, console: Console) -> dict:
@@ -261,9 +265,8 @@ def soak(args, data: Path, console: Console) -> dict:
     try:
         generate(cfg, get_settings().landing_dir)
         with console.status("first nightly run"):
-            first = run_nightly(env)
-            if first.wait() != 0:
-                raise RuntimeError(first.stderr.read().decode()[-3000:])
+            if failed := Nightly(env, "first-nightly").failure():
+                raise RuntimeError(failed)
         port = redis_server.free_port()
         api = start_api(env, port)
         ledger = Ledger()
@@ -273,9 +276,8 @@ def soak(args, data: Path, console: Console) -> dict:
             os.killpg(api.pid, signal.SIGTERM)
             api.wait(30)
         with console.status("final nightly run"):
-            final = run_nightly(env)
-            if final.wait() != 0:
-                raise RuntimeError(final.stderr.read().decode()[-3000:])
+            if failed := Nightly(env, "final-nightly").failure():
+                raise RuntimeError(failed)
         return check(ledger, env)
     finally:
         redis.stop()

@@ -155,12 +155,24 @@ def train(
 def evaluate(
     split: Annotated[str, typer.Option(help="validation or test.")] = "test",
     mask_history: Annotated[bool, typer.Option(help="Mask the items each user already has.")] = True,
+    replay: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Instead: hold out each user's last N interactions and score each in turn, with the state updated "
+            "by those before it (live) and frozen at the cut; trains a model (--preset) on the data before the cut.",
+        ),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Model size the replay trains.")] = "cpu",
 ) -> None:
     """Full-ranking evaluation of MostPop, EASE and the current model, beside the oracle ceiling."""
     from model.report import evaluation_table
 
     if split not in ("validation", "test"):
         raise typer.BadParameter("split must be validation or test")
+    if replay is not None:
+        _print_replay(replay, preset)
+        return
     settings = get_settings()
     rows = evaluation_table(_load_data(), _registry(), split, mask_history, settings.landing_dir / "oracle.json")
     table = Table(
@@ -185,6 +197,21 @@ def evaluate(
             fmt("coverage"),
             f"{row['seconds']:.1f}" if row.get("seconds") is not None else "-",
         )
+    console.print(table)
+
+
+def _print_replay(n: int, preset_name: str) -> None:
+    from model.config import preset
+    from model.report import REPLAY_COLUMNS, replay_cells, replay_table
+
+    try:
+        model_cfg, train_cfg = preset(preset_name)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--preset") from err
+    rows = replay_table(_load_data(), n, model_cfg, train_cfg)
+    table = Table(*REPLAY_COLUMNS, title=f"replay of each user's last {n} interactions, full ranking, history masked")
+    for row in rows:
+        table.add_row(*replay_cells(row))
     console.print(table)
 
 

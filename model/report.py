@@ -1,4 +1,5 @@
-"""The evaluation table: baselines, the current model and the oracle ceiling, by one harness."""
+"""The evaluation tables: baselines, the current model and the oracle ceiling by one harness; and
+the replay of fresh events (live against frozen state)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from model.baselines import most_popular, tuned_ease
+from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import evaluate
 from model.inference import Recommender
 from model.registry import Registry
-from model.scorer import recommender_scorer
+from model.replay import before_cut, popularity, replay, replay_cases, transitions
+from model.sasrec import ModelConfig
+from model.scorer import recommender_scorer, sasrec_scorer
+from model.train import train
 
 
 def evaluation_table(
@@ -57,3 +64,37 @@ def evaluation_table(
         if mode in oracle:
             rows.append({"model": f"oracle ceiling ({oracle['users']} users)", **oracle[mode]})
     return rows
+
+
+def replay_table(
+    data: SequenceData, n: int, model_cfg: ModelConfig, train_cfg: TrainConfig, progress: bool = True
+) -> list[dict]:
+    """Replay evaluation (model/replay.py) of MostPop, the item-to-item transition baseline and a
+    SASRec trained with the given settings on the data before the cut: one row per model, with
+    live and frozen metrics and their ratio."""
+    before = before_cut(data, n)
+    cases = replay_cases(data, n)
+    result = train(before, model_cfg, train_cfg, progress=progress)
+    scorers = {
+        "MostPop": popularity(before),
+        "item-to-item transitions": transitions(before),
+        f"SASRec ({len(result.history)} epochs)": sasrec_scorer(result.model, torch.device(result.device)),
+    }
+    return [{"model": name, **replay(scorer, cases)} for name, scorer in scorers.items()]
+
+
+REPLAY_COLUMNS = ("model", "live NDCG@10", "frozen NDCG@10", "live/frozen", "live HR@10", "frozen HR@10", "cases")
+
+
+def replay_cells(row: dict) -> list[str]:
+    """A `replay_table` row as the text of REPLAY_COLUMNS."""
+    live, frozen = row["live"], row["frozen"]
+    return [
+        row["model"],
+        f"{live['ndcg@10']:.4f}",
+        f"{frozen['ndcg@10']:.4f}",
+        f"{row['ratio']['ndcg@10']:.2f}x",
+        f"{live['hr@10']:.4f}",
+        f"{frozen['hr@10']:.4f}",
+        str(live["cases"]),
+    ]

@@ -9,6 +9,8 @@ from model.config import preset
 from model.data import GAP_BUCKETS, gap_bucket, pad_left
 from model.evaluate import evaluate
 from model.metrics import mask_items, rank_metrics, ranks
+from model.replay import before_cut, popularity, replay, replay_cases, transitions
+from model.report import replay_table
 from model.sasrec import ModelConfig, SASRec
 from model.scorer import sasrec_scorer
 from model.train import train
@@ -183,3 +185,47 @@ def test_the_prediction_depends_on_the_time_until_it():
     soon = model.scores(items, events, torch.from_numpy(gap_bucket([30.0])))
     later = model.scores(items, events, torch.from_numpy(gap_bucket([86_400 * 3.0])))
     assert not torch.allclose(soon, later)
+
+
+# -- replay: fresh events, live against frozen state -------------------------------------------
+
+
+def next_in_cycle(data):
+    """A scorer that knows the cyclic law: all weight on the item after the input's last one."""
+    n = data.vocab.n_items
+
+    def score(inputs, events, gaps):
+        scores = torch.zeros(len(inputs), n + 1)
+        for row, items in enumerate(inputs):
+            scores[row, items[-1] % n + 1] = 1.0  # item index k + 1 holds i{k}; i{k + 1} follows it
+        return scores
+
+    return score
+
+
+def test_replay_feeds_the_held_out_events_live_and_not_frozen():
+    data, n = cyclic_data(), 4
+    before = before_cut(data, n)
+    assert [len(s) for s in before.items] == [len(s) - n for s in data.items] and before.has_holdout.all()
+    result = replay(next_in_cycle(data), replay_cases(data, n))
+    assert result["live"]["hr@10"] == 1.0 and result["live"]["cases"] == n * len(data.items)
+    assert result["frozen"]["hr@10"] == pytest.approx(1 / n)  # only the first held-out event follows the cut
+    assert result["ratio"]["hr@10"] == pytest.approx(n)
+
+
+def test_replay_transition_baseline_follows_fresh_events_and_popularity_cannot():
+    data, n = cyclic_data(), 3
+    before = before_cut(data, n)
+    cases = replay_cases(data, n)
+    moves = replay(transitions(before), cases)
+    assert moves["live"]["ndcg@10"] > 0.9 and moves["ratio"]["ndcg@10"] > 2
+    pop = replay(popularity(before), cases)
+    assert pop["live"]["ndcg@10"] < moves["live"]["ndcg@10"] / 3
+
+
+def test_replay_table_trains_before_the_cut_and_reports_every_model():
+    rows = replay_table(cyclic_data(), 2, *preset("tiny", epochs=2))
+    assert [r["model"].split(" (")[0] for r in rows] == ["MostPop", "item-to-item transitions", "SASRec"]
+    for row in rows:
+        assert row["live"]["cases"] == row["frozen"]["cases"] == 2 * 60
+        assert row["ratio"]["ndcg@10"] == pytest.approx(row["live"]["ndcg@10"] / row["frozen"]["ndcg@10"])
