@@ -21,9 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/rtrec demo
 
-# Lint first: a formatting or lint failure fails `make test`, and so CI.
+# Lint first: a formatting or lint failure fails `make test`, and so CI. Two processes, each taking
+# whole test files (module fixtures stay in one process): every test keeps its own data directory,
+# dbt target, Prefect server and ports, so they never meet.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The storefront page in a real headless Chromium: Debian's /usr/bin/chromium (apt-get install -y
 # chromium; .ci/run installs it) driven by Playwright. Only the tests marked `browser`, which

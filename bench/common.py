@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.paths import DBT_PROJECT_DIR
+from flows.paths import DBT_PROJECT_DIR, dbt_env
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import get_settings
 
@@ -25,7 +25,7 @@ def dbt_build(data_dir: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
         [dbt, "build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-        env={**os.environ, "RTREC_DATA_DIR": str(data_dir.resolve())},
+        env={**os.environ, **dbt_env(data_dir)},
         check=True,
         capture_output=True,
     )

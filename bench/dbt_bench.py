@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from flows.paths import DBT_PROJECT_DIR
+from flows.paths import DBT_PROJECT_DIR, dbt_env
 from rtrec.generate import ShopConfig, generate
 
 
 def dbt(data_dir: Path, *args: str) -> float:
-    env = {**os.environ, "RTREC_DATA_DIR": str(data_dir)}
+    env = {**os.environ, **dbt_env(data_dir)}
     cmd = [
         str(Path(sys.executable).with_name("dbt")),
         *args,

@@ -17,7 +17,8 @@ Redis online store when it is the one in use, for a user id in the places that h
 - other text files: the id as a whole word.
 Item ids are not user ids, so a column or key that names items is not searched (an item may be
 called like a user). Model weights and images hold no ids; the download cache holds public data
-sets as they were published. Both are listed as not searched. The deletion record itself
+sets as they were published; dbt's folder holds compiled SQL and logs (code and unit-test
+fixtures, no rows of data). All are listed as not searched. The deletion record itself
 (landing/deletions.jsonl) names the user so that the deletion stays applied: it is listed apart.
 """
 
@@ -269,16 +270,18 @@ def run_audit(settings: Settings, user_id: str) -> Audit:
     entity_key = _user_entity_key(user_id, version)
     for path in sorted(p for p in data_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(data_dir).as_posix()
-        if path.is_relative_to(settings.cache_dir):
+        if path.is_relative_to(settings.cache_dir) or path.is_relative_to(settings.dbt_dir):
             continue
         try:
             _search_file(path, rel, settings, audit, entity_key)
         except Exception as err:  # one unreadable place must not hide the others
             audit.errors.append((rel, f"{type(err).__name__}: {err}"))
-    if settings.cache_dir.exists():
-        audit.not_searched.append(
-            (settings.cache_dir.relative_to(data_dir).as_posix() + "/", "downloaded public data sets, as published")
-        )
+    for folder, why in (
+        (settings.cache_dir, "downloaded public data sets, as published"),
+        (settings.dbt_dir, "dbt's compiled SQL and logs: the project's code and unit-test fixtures, no rows of data"),
+    ):
+        if folder.exists():
+            audit.not_searched.append((folder.relative_to(data_dir).as_posix() + "/", why))
     if settings.online_store == "redis":
         try:
             _search_redis(settings, audit, project, version)
@@ -317,27 +320,24 @@ def print_audit(audit: Audit, console: Console) -> int:
 
 def forget(settings: Settings, user_id: str, console: Console) -> int:
     """Forget the user as DELETE /v1/users/{user_id} does; the exit status (0: done, 1: the feedback
-    log is cleared but the online state could not be, so run it again)."""
+    log holds the deletion but the online state could not be cleared: the API's workers finish it
+    once the store is back, or run it again)."""
     from rtrec.feature_store import open_store
     from rtrec.landing import ensure_landing_zone
-    from rtrec.online_state import UserLocks, UserStateTable, mark_forgotten, user_lock
+    from rtrec.online_state import UserLocks, UserStateTable
     from serving.feedback_log import FeedbackLog
+    from serving.forgetting import forget as forget_user
 
     ensure_landing_zone(settings.landing_dir)
-    log = FeedbackLog(settings.feedback_dir)
-    forgetting = None
-    try:
-        table = UserStateTable(open_store(settings))
-        redis_url = settings.redis_url if settings.online_store == "redis" else None
-        locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds, wait=10)
-        with user_lock(table, locks, user_id):
-            forgetting = log.forget_user(user_id)
-            mark_forgotten(table, user_id, forgetting.deleted_at)
-    except Exception as err:
-        forgetting = forgetting or log.forget_user(user_id)
+    table = UserStateTable(open_store(settings))
+    redis_url = settings.redis_url if settings.online_store == "redis" else None
+    locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds, wait=10)
+    forgetting, cleared = forget_user(table, locks, FeedbackLog(settings.feedback_dir), user_id)
+    if not cleared:
         console.print(
             f"[yellow]{user_id}: {forgetting.removed} feedback line(s) removed and the deletion recorded, "
-            f"but the online state could not be cleared ({type(err).__name__}: {err}); run it again[/yellow]",
+            "but the online state could not be cleared now: the API's workers clear it once the store is back "
+            "(or run this again)[/yellow]",
             soft_wrap=True,
         )
         return 1

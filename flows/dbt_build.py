@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 from prefect_dbt import PrefectDbtRunner, PrefectDbtSettings
 
-from flows.paths import DBT_PROJECT_DIR
+from flows.paths import DBT_PROJECT_DIR, dbt_env
 from rtrec.landing import ensure_landing_zone
 from rtrec.settings import Settings, get_settings
 
@@ -53,7 +53,7 @@ def dbt_build(full_refresh: bool = False, run_started_at: datetime | None = None
     ensure_landing_zone(settings.landing_dir)
     settings.marts_dir.mkdir(parents=True, exist_ok=True)
     # dbt's profile and sources read the data location from the environment.
-    os.environ["RTREC_DATA_DIR"] = str(settings.data_dir.resolve())
+    os.environ.update(dbt_env(settings.data_dir))
     retrying = (flow_run.run_count or 1) > 1 and not full_refresh
     args = (
         ["retry"]

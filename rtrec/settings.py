@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         return self.data_dir / "cache"
 
     @property
+    def dbt_dir(self) -> Path:
+        """dbt's own target and log folders for this data directory (compiled SQL, run results)."""
+        return self.data_dir / "dbt"
+
+    @property
     def feast_dir(self) -> Path:
         return self.data_dir / "feast"
 

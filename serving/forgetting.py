@@ -6,11 +6,37 @@ read treats the user as forgotten, a new event starts a new history carrying the
 `finish_pending` writes the tombstone once the store is back (each worker tries every tick)."""
 
 import logging
+from contextlib import ExitStack
 
 from rtrec.online_state import StoreUnavailable, UserLocks, UserState, UserStateTable, mark_forgotten, user_lock
-from serving.feedback_log import FeedbackLog
+from serving.feedback_log import FeedbackLog, Forgetting
 
 log = logging.getLogger("rtrec.serving")
+
+
+def forget(table: UserStateTable, locks: UserLocks, feedback: FeedbackLog, user_id: str) -> tuple[Forgetting, bool]:
+    """Forget the user: the feedback log drops the user's lines and records the deletion (an
+    exception from it means nothing was forgotten), and the online state becomes a tombstone, both
+    under the user's lock. Returns what the log did and whether the online state was cleared; when
+    the lock or the store could not be had, the online part stays pending."""
+    with ExitStack() as held:
+        try:
+            held.enter_context(user_lock(table, locks, user_id))
+            locked = True
+        except Exception as err:  # store down or lock busy: the log forgets now, the online part waits
+            log.warning("forget: user lock unavailable (%s); online part left pending", err)
+            locked = False
+        forgotten = feedback.forget_user(user_id)
+        cleared = False
+        if locked:
+            try:
+                mark_forgotten(table, user_id, forgotten.deleted_at)
+                cleared = True
+            except Exception as err:
+                log.warning("forget: online state not cleared (%s); left pending", err)
+    if cleared:
+        feedback.forgotten_online(user_id, forgotten.deleted_at)
+    return forgotten, cleared
 
 
 def read_user(table: UserStateTable, feedback: FeedbackLog, user_id: str) -> UserState:

@@ -28,6 +28,7 @@ from model.registry import Registry
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import Settings, get_settings
 from serving.app import create_app
+from serving.feedback_log import FeedbackLog
 from serving.routes.items import CatalogTable
 from tests.http_server import AUTH, TOKEN, Server
 
@@ -147,12 +148,13 @@ def test_history_says_503_with_a_reason_when_the_store_is_down(tmp_path):
             raise ConnectionError("redis: connection refused")
 
     async def get(path):
-        transport = httpx.ASGITransport(app)  # no lifespan: the route reads only app.state.user_state
+        transport = httpx.ASGITransport(app)  # no lifespan: the route reads only what the test puts on app.state
         async with httpx.AsyncClient(transport=transport, base_url="http://rtrec") as client:
             return await client.get(path)
 
     app = create_app(Settings(data_dir=tmp_path))
     app.state.user_state = DownStore()
+    app.state.feedback = FeedbackLog(tmp_path / "feedback")
     reply = asyncio.run(get("/v1/users/u1/history"))
     assert reply.status_code == 503
     assert "online store unavailable" in reply.json()["detail"]

@@ -101,6 +101,8 @@ def test_the_tombstone_is_kept_through_batch_writes_and_unseen_by_feast_readers(
             "recent_items": [["x"]],
             "recent_event_types": [["view"]],
             "last_event_ts": [datetime.now(UTC)],
+            "seen_items": [["x"]],
+            "seen_event_types": [["view"]],
             "event_timestamp": [datetime.now(UTC) + timedelta(seconds=5)],
         }
     )

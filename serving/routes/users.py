@@ -9,12 +9,11 @@ user as forgotten meanwhile, and the answer says `online_state_cleared: false`. 
 cannot be written is a 503, and then nothing was forgotten: the client retries."""
 
 import logging
-from contextlib import ExitStack
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from rtrec.online_state import mark_forgotten, user_lock
 from serving.deps import FeedbackDep, LocksDep, UserStateDep, require_token
+from serving.forgetting import forget
 from serving.schemas import Forgotten, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
@@ -29,29 +28,13 @@ RETRY_AFTER_SECONDS = 5
     responses={503: {"description": "The feedback log could not record the deletion; nothing was forgotten, retry."}},
 )
 def delete_user(user_id: UserIdPath, feedback: FeedbackDep, user_state: UserStateDep, locks: LocksDep) -> Forgotten:
-    with ExitStack() as held:
-        try:
-            held.enter_context(user_lock(user_state, locks, user_id))
-            locked = True
-        except Exception as err:  # store down or lock busy: the log forgets now, the online part waits
-            log.warning("DELETE: user lock unavailable (%s); online part left pending", err)
-            locked = False
-        try:
-            forgotten = feedback.forget_user(user_id)
-        except Exception as err:
-            log.exception("DELETE: the feedback log could not record the deletion")
-            raise HTTPException(
-                503,
-                f"the deletion could not be recorded ({type(err).__name__}); nothing was forgotten, retry the DELETE",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            ) from None
-        cleared = False
-        if locked:
-            try:
-                mark_forgotten(user_state, user_id, forgotten.deleted_at)
-                cleared = True
-            except Exception as err:
-                log.warning("DELETE: online state not cleared (%s); left pending", err)
-    if cleared:
-        feedback.forgotten_online(user_id, forgotten.deleted_at)
+    try:
+        forgotten, cleared = forget(user_state, locks, feedback, user_id)
+    except Exception as err:
+        log.exception("DELETE: the feedback log could not record the deletion")
+        raise HTTPException(
+            503,
+            f"the deletion could not be recorded ({type(err).__name__}); nothing was forgotten, retry the DELETE",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        ) from None
     return Forgotten(user_id=user_id, feedback_events_removed=forgotten.removed, online_state_cleared=cleared)
