@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flows.paths import DBT_PROJECT_DIR, dbt_env
 from rtrec.generate import ShopConfig, generate
-from rtrec.settings import get_settings
+from rtrec.settings import Settings, get_settings
 
 
 def use_data_dir(data_dir: Path, **env: str) -> None:
@@ -20,15 +20,13 @@ def use_data_dir(data_dir: Path, **env: str) -> None:
     get_settings.cache_clear()
 
 
-def dbt_build(data_dir: Path) -> float:
-    dbt = str(Path(sys.executable).with_name("dbt"))
+def dbt(data_dir: Path, *args: str) -> float:
+    """Run dbt (`build` by default) over `data_dir` as the etl flow does; returns the seconds it took."""
+    Settings(data_dir=data_dir).marts_dir.mkdir(parents=True, exist_ok=True)  # dbt-duckdb writes the marts there
+    cmd = [str(Path(sys.executable).with_name("dbt")), *(args or ["build"])]
+    cmd += ["--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     start = time.perf_counter()
-    subprocess.run(
-        [dbt, "build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)],
-        env={**os.environ, **dbt_env(data_dir)},
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(cmd, env={**os.environ, **dbt_env(data_dir)}, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -43,7 +41,7 @@ def materialize() -> None:
 def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, epochs: int = 1) -> None:
     use_data_dir(data_dir)
     generate(cfg, data_dir / "landing")
-    dbt_build(data_dir)
+    dbt(data_dir)
     materialize()
     if train_preset:
         from model.config import preset

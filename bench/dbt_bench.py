@@ -6,34 +6,18 @@ python bench/dbt_bench.py [--events 1000000 10000000]
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from flows.paths import DBT_PROJECT_DIR, dbt_env
+from bench.common import dbt
 from rtrec.generate import ShopConfig, generate
-
-
-def dbt(data_dir: Path, *args: str) -> float:
-    env = {**os.environ, **dbt_env(data_dir)}
-    cmd = [
-        str(Path(sys.executable).with_name("dbt")),
-        *args,
-        "--project-dir",
-        str(DBT_PROJECT_DIR),
-        "--profiles-dir",
-        str(DBT_PROJECT_DIR),
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
 
 
 def main() -> None:

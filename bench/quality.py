@@ -23,7 +23,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import dbt_build, use_data_dir
+from bench.common import dbt, use_data_dir
 from model.baselines import most_popular, tuned_ease
 from model.config import preset
 from model.data import load_marts
@@ -48,7 +48,7 @@ def load(name: str, data: Path, cache: Path):
         generate(ShopConfig(), data / "landing")
     else:
         import_movielens(fetch_sample("ml-100k", cache), data / "landing")
-    dbt_build(data)
+    dbt(data)
     return load_marts(get_settings().marts_dir)
 
 
