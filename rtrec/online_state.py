@@ -410,9 +410,8 @@ def push_event(
     `received_at` is when the feedback log accepted the event (default: now). An event received at
     or before the user's last deletion is skipped (None is returned): a push that lost a race with
     a DELETE never brings forgotten history back. The seen set keeps up to `max_seen` items
-    (default: all). `forgotten_since` is a deletion the online store
-    may not hold yet (it was down at DELETE time): the state is treated as forgotten then, and the
-    write carries the tombstone."""
+    (default: all). `forgotten_since` is a deletion the online store may not hold yet (it was down
+    at DELETE time): the state is treated as forgotten then, and the write carries the tombstone."""
     received_at = _utc(received_at) if received_at is not None else datetime.now(UTC)
     with user_lock(table, locks, user_id):
         state = table.read(user_id)
