@@ -229,3 +229,18 @@ def test_replay_table_trains_before_the_cut_and_reports_every_model():
     for row in rows:
         assert row["live"]["cases"] == row["frozen"]["cases"] == 2 * 60
         assert row["ratio"]["ndcg@10"] == pytest.approx(row["live"]["ndcg@10"] / row["frozen"]["ndcg@10"])
+
+
+def test_rtrec_evaluate_replay_prints_live_and_frozen_per_model(monkeypatch):
+    from typer.testing import CliRunner
+
+    import cli.main
+
+    monkeypatch.setattr(cli.main, "_load_data", cyclic_data)  # the marts a pipeline run would leave
+    result = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "tiny"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "replay of each user's last 2 interactions" in result.output
+    for model in ("MostPop", "item-to-item transitions", "SASRec"):
+        assert model in result.output
+    wrong = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "huge"])
+    assert wrong.exit_code == 2 and "unknown preset 'huge'" in wrong.output
