@@ -100,14 +100,3 @@
 {% macro duckdb__list_last(column) -%}
     {{ column }}[len({{ column }})]
 {%- endmacro %}
-
-{#- Delete from `relation` the rows of forgotten users that arrived at or before their deletion
-    (stg_deletions): a post-hook of every table that holds users' rows. What a deletion forgot
-    stays forgotten; rows that arrive later start a new history. -#}
-{% macro delete_forgotten_rows(relation) -%}
-    delete from {{ relation }}
-    using {{ ref('stg_deletions') }} as forgotten
-    where
-        {{ relation }}.user_id = forgotten.user_id
-        and {{ relation }}.arrived_at <= forgotten.forgotten_until
-{%- endmacro %}

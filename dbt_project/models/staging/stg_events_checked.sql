@@ -107,13 +107,9 @@ new_rows as (
         on
             arrived.source_key = checked_before.source_key
             and arrived.source_row = checked_before.source_row
-    left join {{ ref('stg_deletions') }} as forgotten
-        on
-            arrived.user_id = forgotten.user_id
-            and arrived.arrived_at <= forgotten.forgotten_until
     where
         checked_before.source_key is null
-        and forgotten.user_id is null
+        and not {{ is_forgotten('arrived') }}
 ),
 
 vocabulary as (

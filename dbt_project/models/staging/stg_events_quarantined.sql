@@ -19,13 +19,9 @@ with previous_run as (
 rejected as (
     select checked_rows.*
     from {{ ref('stg_events_checked') }} as checked_rows
-    left join {{ ref('stg_deletions') }} as forgotten
-        on
-            checked_rows.user_id = forgotten.user_id
-            and checked_rows.arrived_at <= forgotten.forgotten_until
     where
         checked_rows.reason is not null
-        and forgotten.user_id is null
+        and not {{ is_forgotten('checked_rows') }}
         and checked_rows.run_seq > (select previous_run.last_run_seq from previous_run)
 )
 
