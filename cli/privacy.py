@@ -324,7 +324,7 @@ def forget(settings: Settings, user_id: str, console: Console) -> int:
     once the store is back, or run it again)."""
     from rtrec.feature_store import open_store
     from rtrec.landing import ensure_landing_zone
-    from rtrec.online_state import UserLocks, UserStateTable
+    from rtrec.online_state import LockTimeout, UserLocks, UserStateTable
     from serving.feedback_log import FeedbackLog
     from serving.forgetting import forget as forget_user
 
@@ -332,7 +332,11 @@ def forget(settings: Settings, user_id: str, console: Console) -> int:
     table = UserStateTable(open_store(settings))
     redis_url = settings.redis_url if settings.online_store == "redis" else None
     locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds, wait=10)
-    forgetting, cleared = forget_user(table, locks, FeedbackLog(settings.feedback_dir), user_id)
+    try:
+        forgetting, cleared = forget_user(table, locks, FeedbackLog(settings.feedback_dir), user_id)
+    except LockTimeout:
+        console.print(f"[yellow]{user_id}: the user's events are being written; nothing was forgotten, run it again")
+        return 1
     if not cleared:
         console.print(
             f"[yellow]{user_id}: {forgetting.removed} feedback line(s) removed and the deletion recorded, "

@@ -8,7 +8,15 @@ read treats the user as forgotten, a new event starts a new history carrying the
 import logging
 from contextlib import ExitStack
 
-from rtrec.online_state import StoreUnavailable, UserLocks, UserState, UserStateTable, mark_forgotten, user_lock
+from rtrec.online_state import (
+    LockTimeout,
+    StoreUnavailable,
+    UserLocks,
+    UserState,
+    UserStateTable,
+    mark_forgotten,
+    user_lock,
+)
 from serving.feedback_log import FeedbackLog, Forgetting
 
 log = logging.getLogger("rtrec.serving")
@@ -18,12 +26,16 @@ def forget(table: UserStateTable, locks: UserLocks, feedback: FeedbackLog, user_
     """Forget the user: the feedback log drops the user's lines and records the deletion (an
     exception from it means nothing was forgotten), and the online state becomes a tombstone, both
     under the user's lock. Returns what the log did and whether the online state was cleared; when
-    the lock or the store could not be had, the online part stays pending."""
+    the store could not be reached, the online part stays pending. A busy lock raises `LockTimeout`
+    before anything is forgotten, so that Feast readers never see a deletion half done while the
+    store is up."""
     with ExitStack() as held:
         try:
             held.enter_context(user_lock(table, locks, user_id))
             locked = True
-        except Exception as err:  # store down or lock busy: the log forgets now, the online part waits
+        except LockTimeout:  # the store is up and the user busy: nothing forgotten yet, the caller retries
+            raise
+        except Exception as err:  # the store is down: the log forgets now, the online part waits
             log.warning("forget: user lock unavailable (%s); online part left pending", err)
             locked = False
         forgotten = feedback.forget_user(user_id)

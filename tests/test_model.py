@@ -232,12 +232,14 @@ def test_replay_table_trains_before_the_cut_and_reports_every_model():
 
 
 def test_rtrec_evaluate_replay_prints_live_and_frozen_per_model(monkeypatch):
+    from rich.console import Console
     from typer.testing import CliRunner
 
     import cli.main
 
     monkeypatch.setattr(cli.main, "_load_data", cyclic_data)  # the marts a pipeline run would leave
-    result = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "tiny"], env={"COLUMNS": "200"})
+    monkeypatch.setattr(cli.main, "console", Console(width=200))  # whatever the terminal, no name wraps
+    result = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "tiny"])
     assert result.exit_code == 0, result.output
     assert "replay of each user's last 2 interactions" in result.output
     for model in ("MostPop", "item-to-item transitions", "SASRec"):

@@ -371,6 +371,9 @@ def served(data_dir, monkeypatch):
     bound = []
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: bound.append(kwargs["host"]))
     monkeypatch.delenv("RTREC_API_TOKEN", raising=False)
+    # `serve --workers 2` points Prometheus at its files through the environment: undone after the test
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
 
     def serve(*options, token=None):
         if token:

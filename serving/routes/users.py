@@ -5,13 +5,14 @@ Both happen under the user's lock, so a push racing the DELETE either ran before
 with the rest) or sees the tombstone: events received before the deletion stay out, those received
 after start a new history. When the online store cannot be reached, the DELETE is done all the
 same once the log holds it: the online part stays pending (`serving.forgetting`), reads treat the
-user as forgotten meanwhile, and the answer says `online_state_cleared: false`. Only a log that
-cannot be written is a 503, and then nothing was forgotten: the client retries."""
+user as forgotten meanwhile, and the answer says `online_state_cleared: false`. A 503 means
+nothing was forgotten (the user's lock stayed busy, or the log could not be written): retry."""
 
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException
 
+from rtrec.online_state import LockTimeout
 from serving.deps import FeedbackDep, LocksDep, UserStateDep, require_token
 from serving.forgetting import forget
 from serving.schemas import Forgotten, UserIdPath
@@ -25,11 +26,22 @@ RETRY_AFTER_SECONDS = 5
     "/v1/users/{user_id}",
     response_model=Forgotten,
     dependencies=[Depends(require_token)],
-    responses={503: {"description": "The feedback log could not record the deletion; nothing was forgotten, retry."}},
+    responses={
+        503: {
+            "description": "The user's lock stayed busy or the log could not record the deletion; "
+            "nothing was forgotten, retry."
+        }
+    },
 )
 def delete_user(user_id: UserIdPath, feedback: FeedbackDep, user_state: UserStateDep, locks: LocksDep) -> Forgotten:
     try:
         forgotten, cleared = forget(user_state, locks, feedback, user_id)
+    except LockTimeout:
+        raise HTTPException(
+            503,
+            "the user's events are being written; nothing was forgotten, retry the DELETE",
+            headers={"Retry-After": "1"},
+        ) from None
     except Exception as err:
         log.exception("DELETE: the feedback log could not record the deletion")
         raise HTTPException(
