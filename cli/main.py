@@ -260,6 +260,73 @@ def model_rollback() -> None:
     console.print(f"rolled back: {version} is current")
 
 
+experiment_app = typer.Typer(help="Two model versions side by side, users split between them.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+def _experiments():
+    from serving.experiments import Experiments
+
+    return Experiments(get_settings().experiments_dir, _registry())
+
+
+@experiment_app.command("start")
+def experiment_start(
+    control: Annotated[str, typer.Option(help="Version shown to the control arm ('popular': the popularity list).")],
+    treatment: Annotated[str, typer.Option(help="Version shown to the treatment arm.")],
+    share: Annotated[float, typer.Option(help="Share of users in the treatment arm.")] = 0.5,
+    shadow: Annotated[bool, typer.Option(help="Score and log the treatment, but show everyone the control.")] = False,
+) -> None:
+    """Start an experiment; the API's workers serve it from their next tick, each user in one arm."""
+    from model.registry import RegistryError
+    from serving.experiments import ExperimentError
+
+    try:
+        experiment = _experiments().start(control, treatment, share, shadow)
+    except (ExperimentError, RegistryError) as err:
+        raise _fail(err) from err
+    mode = " (shadow: everyone sees the control)" if shadow else ""
+    console.print(f"experiment {experiment.id}: control {control}, treatment {treatment} for {share:.0%}{mode}")
+
+
+@experiment_app.command("report")
+def experiment_report(
+    experiment_id: Annotated[str | None, typer.Argument(help="Default: the running experiment, else the last.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Per arm: lists served, clicks, add-to-carts, purchases, CTR with its 95% interval; and the difference."""
+    from serving.experiment_report import experiment_report as run
+    from serving.experiments import ExperimentError
+
+    try:
+        report = run(_experiments(), get_settings().feedback_dir, experiment_id)
+    except ExperimentError as err:
+        raise _fail(err) from err
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return
+    rows = report.rows()
+    table = Table(*rows[0], title=f"experiment {report.experiment.id}" + (" (running)" if report.running else ""))
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+
+
+@experiment_app.command("stop")
+def experiment_stop(
+    winner: Annotated[str | None, typer.Option(help="Promote this version through the registry.")] = None,
+) -> None:
+    """Stop the running experiment; with --winner, that version becomes the current model."""
+    from model.registry import RegistryError
+    from serving.experiments import ExperimentError
+
+    try:
+        experiment = _experiments().stop(winner)
+    except (ExperimentError, RegistryError) as err:
+        raise _fail(err) from err
+    console.print(f"experiment {experiment.id} stopped" + (f"; {winner} is current" if winner else ""))
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: RTREC_API_HOST).")] = None,

@@ -1,5 +1,6 @@
 """The `nightly` flow: forget -> etl -> materialize -> train, each step stopping the ones after it on
-failure; one run at a time per data directory."""
+failure; one run at a time per data directory. While an experiment runs, the run ends with its
+report as a table artifact."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows.etl import etl
 from flows.materialize import materialize
 from flows.train import train
+from model.registry import Registry
 from rtrec.privacy import redact_landing
 from rtrec.settings import get_settings
+from serving.experiment_report import experiment_report
+from serving.experiments import Experiments
 
 LOCK_NAME = "nightly.lock"
 
@@ -82,6 +87,29 @@ def forget_in_landing() -> dict:
     return {"users": done.users, "files_rewritten": done.files_rewritten, "rows_removed": done.rows_removed}
 
 
+@task(name="experiment-report")
+def report_experiment() -> dict | None:
+    """The running experiment's report (None without one), also as the `experiment-report` artifact."""
+    settings = get_settings()
+    experiments = Experiments(settings.experiments_dir, Registry(settings.models_dir))
+    if experiments.current() is None:
+        return None
+    report = experiment_report(experiments, settings.feedback_dir)
+    d = report.difference
+    summary = (
+        "no lists served yet"
+        if d["ctr"] is None
+        else f"CTR treatment - control {d['ctr']:+.4f}, 95% interval [{d['low']:+.4f}, {d['high']:+.4f}]"
+    )
+    experiment = report.experiment
+    create_table_artifact(
+        key="experiment-report",
+        table=report.rows(),
+        description=f"Experiment {experiment.id} ({experiment.control} vs {experiment.treatment}): {summary}.",
+    )
+    return report.as_dict()
+
+
 @flow(name="nightly")
 def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "auto") -> dict:
     """The steps' results by name; `{"skipped": reason}` when another nightly run holds the data
@@ -105,4 +133,8 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
                     f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
                 ) from err
             get_run_logger().info("nightly step %s done", name)
+        try:  # the model and the data are done: a report that fails is logged, not a failed run
+            results["experiment"] = report_experiment()
+        except Exception:
+            get_run_logger().exception("the experiment report failed; tomorrow's run tries again")
         return results

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each API worker looks for a new model and catalog and finishes pending deletions.",
     )
+    ctr_window_seconds: float = Field(
+        300.0, gt=0, description="The sliding window of the online click-through rate on /metrics (rtrec_online_ctr)."
+    )
     max_recent_items: int = Field(50, ge=1, le=1000, description="Length of a user's online recent-items state.")
     max_seen_items: int = Field(
         10_000,
@@ -83,6 +86,11 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def experiments_dir(self) -> Path:
+        """The running experiment, every start and stop, and the lists served while one ran."""
+        return self.data_dir / "experiments"
 
 
 @lru_cache(maxsize=1)

@@ -19,10 +19,13 @@ from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
 from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.catalog import Catalog
+from serving.experiments import Experiments
 from serving.feedback_log import FeedbackLog
 from serving.forgetting import finish_pending
+from serving.impressions import ImpressionLog
 from serving.middleware import observe
 from serving.model_holder import ModelHolder, watch
+from serving.online_ctr import SlidingWindow
 from serving.routes import demo, events, history, items, monitoring, recommendations, users
 
 
@@ -41,18 +44,24 @@ async def lifespan(app: FastAPI):
     app.state.feedback = FeedbackLog(settings.feedback_dir, settings.feedback_file_max_bytes)
     # serving state: neither a missing mart nor a missing or damaged model stops the worker
     app.state.catalog = Catalog(settings.marts_dir)
-    app.state.models = ModelHolder(Registry(settings.models_dir))
+    registry = Registry(settings.models_dir)
+    app.state.experiments = Experiments(settings.experiments_dir, registry)
+    app.state.models = ModelHolder(registry, app.state.experiments)
+    app.state.impressions = ImpressionLog()
+    app.state.ctr_window = SlidingWindow(settings.ctr_window_seconds)
     stop = threading.Event()
     state = app.state
     refreshers = (
         state.models.refresh,
         state.catalog.refresh,
         partial(finish_pending, state.user_state, state.locks, state.feedback),
+        state.ctr_window.publish,
     )
     watcher = threading.Thread(target=watch, args=(stop, settings.serving_tick_seconds, *refreshers), daemon=True)
     watcher.start()
     yield
     stop.set()
+    state.impressions.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,8 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from rtrec.online_state import UserLocks, UserStateTable
 from rtrec.settings import Settings
 from serving.catalog import Catalog
+from serving.experiments import Experiments
 from serving.feedback_log import FeedbackLog
+from serving.impressions import ImpressionLog
 from serving.model_holder import ModelHolder
+from serving.online_ctr import SlidingWindow
 
 BEARER = HTTPBearer(auto_error=False)
 
@@ -40,12 +43,27 @@ async def locks(request: Request) -> UserLocks:
     return request.app.state.locks
 
 
+async def experiments(request: Request) -> Experiments:
+    return request.app.state.experiments
+
+
+async def impressions(request: Request) -> ImpressionLog:
+    return request.app.state.impressions
+
+
+async def ctr_window(request: Request) -> SlidingWindow:
+    return request.app.state.ctr_window
+
+
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 ModelsDep = Annotated[ModelHolder, Depends(models)]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
 FeedbackDep = Annotated[FeedbackLog, Depends(feedback)]
 UserStateDep = Annotated[UserStateTable, Depends(user_state)]
 LocksDep = Annotated[UserLocks, Depends(locks)]
+ExperimentsDep = Annotated[Experiments, Depends(experiments)]
+ImpressionsDep = Annotated[ImpressionLog, Depends(impressions)]
+CtrWindowDep = Annotated[SlidingWindow, Depends(ctr_window)]
 
 
 async def require_token(

@@ -43,6 +43,32 @@ ONLINE_STORE_REJECTED = Counter(
 )
 
 
+IMPRESSIONS = Counter(
+    "rtrec_impressions_total",
+    "Recommendation lists served, by the version that answered (popular: the popularity list) and experiment arm "
+    "(none outside an experiment).",
+    ["version", "arm"],
+)
+ATTRIBUTED_EVENTS = Counter(
+    "rtrec_attributed_events_total",
+    "Accepted events that carry the request id of a list this API served, by that list's version and arm.",
+    ["version", "arm", "event_type"],
+)
+WINDOW_IMPRESSIONS = Gauge(
+    "rtrec_window_impressions",
+    "Lists served within the online CTR window (RTREC_CTR_WINDOW_SECONDS), all workers.",
+    ["version", "arm"],
+    multiprocess_mode="livesum",
+)
+WINDOW_CLICKS = Gauge(
+    "rtrec_window_clicks",
+    "Attributed clicks within the online CTR window, all workers.",
+    ["version", "arm"],
+    multiprocess_mode="livesum",
+)
+ONLINE_CTR = "rtrec_online_ctr"  # window clicks / window lists, computed when /metrics is scraped
+
+
 def serving_version(new: str, old: str | None) -> None:
     if old:
         MODEL_VERSION.labels(old).set(0)

@@ -1,5 +1,6 @@
 """The model being served, and the watcher that reloads serving state while the API runs: the
-model when the registry's pointer moves, the catalog when the item marts change."""
+model when the registry's pointer moves or an experiment starts or stops, the catalog when the
+item marts change."""
 
 from __future__ import annotations
 
@@ -7,13 +8,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from model.inference import Recommender
 from model.registry import Registry
 from serving import metrics
+from serving.experiments import POPULAR, Experiment, Experiments
 
 log = logging.getLogger("rtrec.serving")
 RETRY_SECONDS = 30.0  # a version that failed to load is tried again after this, or when the pointer moves
+
+
+@dataclass(frozen=True)
+class Route:
+    """Who answers one user's request: a model (None: the popular list) and, in an experiment, the
+    user's arm and the shadow model scored beside it."""
+
+    recommender: Recommender | None
+    version: str | None
+    arm: str | None = None
+    experiment: Experiment | None = None
+    shadow: Recommender | None = None
+    shadow_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Running:
+    experiment: Experiment
+    models: dict[str, Recommender | None]  # version -> its model (None for the popular list)
 
 
 class ModelHolder:
@@ -24,11 +46,16 @@ class ModelHolder:
     never raises: when the version the pointer names is missing or damaged, the previous model
     stays (none at startup: the API answers with the popular list) and `error` says why."""
 
-    def __init__(self, registry: Registry, retry_seconds: float = RETRY_SECONDS) -> None:
-        self.registry, self.retry_seconds = registry, retry_seconds
+    def __init__(
+        self, registry: Registry, experiments: Experiments | None = None, retry_seconds: float = RETRY_SECONDS
+    ) -> None:
+        self.registry, self.experiments, self.retry_seconds = registry, experiments, retry_seconds
         self.recommender: Recommender | None = None
+        self.running: Running | None = None  # the experiment being served, its models loaded
         self.error: str | None = None
+        self.experiment_error: str | None = None
         self._failed: tuple[str, float] | None = None  # (version, when) of the last failed load
+        self._experiment_failed: tuple[str, float] | None = None  # (experiment id, when) of the last failed load
         self.refresh()
 
     @property
@@ -41,7 +68,67 @@ class ModelHolder:
         """True when the requests are not answered by the model the registry names."""
         return self.recommender is None or self.error is not None
 
+    def route(self, user_id: str) -> Route:
+        """The model that answers this user: the served one, or in an experiment their arm's."""
+        running, recommender = self.running, self.recommender  # each read once: a swap mid-request is not seen
+        if running is None:
+            return Route(recommender, recommender.version if recommender is not None else None)
+        experiment = running.experiment
+        arm = experiment.arm(user_id)
+        shown = experiment.control if experiment.shadow else experiment.version(arm)
+        shadow = experiment.treatment if experiment.shadow and arm == "treatment" else None
+        return Route(
+            running.models[shown],
+            shown,
+            arm,
+            experiment,
+            running.models[shadow] if shadow else None,
+            shadow,
+        )
+
     def refresh(self) -> None:
+        self._refresh_model()
+        if self.experiments is not None:
+            self._refresh_experiment()
+
+    def _refresh_experiment(self) -> None:
+        """Serve the running experiment once both its versions are loaded; until then (or while one
+        cannot be loaded) everyone gets the served model, and `experiment_error` says why."""
+        experiment = self.experiments.current()
+        running = self.running
+        if experiment is None:
+            if running is not None:
+                self.running, self.experiment_error = None, None
+                log.info("experiment %s stopped; serving %s", running.experiment.id, self.version)
+            return
+        if running is not None and running.experiment == experiment:
+            return
+        failed = self._experiment_failed
+        if failed and failed[0] == experiment.id and time.monotonic() - failed[1] < self.retry_seconds:
+            return
+        models: dict[str, Recommender | None] = {}
+        for version in {experiment.control, experiment.treatment}:
+            try:
+                models[version] = None if version == POPULAR else self._load(version)
+            except Exception as err:
+                metrics.MODEL_LOAD_FAILURES.inc()
+                self.experiment_error = f"experiment {experiment.id}: model {version} could not be loaded: {err}"[:500]
+                self._experiment_failed = (experiment.id, time.monotonic())
+                log.error("%s; not serving the experiment", self.experiment_error)
+                return
+        self.running, self.experiment_error, self._experiment_failed = Running(experiment, models), None, None
+        log.info("experiment %s: control %s, treatment %s", experiment.id, experiment.control, experiment.treatment)
+
+    def _load(self, version: str) -> Recommender:
+        """The version loaded and answering (the served one is reused), or an exception."""
+        if version == self.version:
+            return self.recommender
+        recommender = Recommender.load(self.registry.path(version))
+        known = recommender.vocab.item_ids[:1]
+        recommender.recommend([(known[0], "view")] if known else [], k=1)  # it must answer, not just load
+        return recommender
+
+    def _refresh_model(self) -> None:
         try:
             current = self.registry.current()
         except Exception as err:  # an unreadable pointer: keep what is served
@@ -55,9 +142,7 @@ class ModelHolder:
         if self._failed and self._failed[0] == current and time.monotonic() - self._failed[1] < self.retry_seconds:
             return
         try:
-            recommender = Recommender.load(self.registry.path(current))
-            known = recommender.vocab.item_ids[:1]
-            recommender.recommend([(known[0], "view")] if known else [], k=1)  # it must answer, not just load
+            recommender = self._load(current)
         except Exception as err:
             metrics.MODEL_LOAD_FAILURES.inc()
             self._fail(current, f"model {current} could not be loaded: {type(err).__name__}: {err}")

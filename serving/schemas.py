@@ -58,10 +58,15 @@ class ScoredItem(BaseModel):
 class Recommendations(BaseModel):
     user_id: str
     items: list[ScoredItem]
-    model_version: str | None
-    request_id: str
+    model_version: str | None = Field(
+        description="The registry version that answered; `popular` for an experiment arm served by the popularity "
+        "list; null when no model could be loaded."
+    )
+    request_id: str = Field(description="Send it with the events this list leads to (clicks, carts, purchases).")
     cold_start: bool = False
     fallback: bool = False
+    arm: str | None = Field(None, description="The user's experiment arm, control or treatment; null outside one.")
+    experiment_id: str | None = None
 
 
 class Forgotten(BaseModel):

@@ -40,3 +40,17 @@ def redis_url():
     """A redis-server for the whole session."""
     with redis_server.running() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory):
+    """A tiny trained model version (its directory), copied into the registries of the tests."""
+    from model.config import preset
+    from model.lifecycle import train_and_register
+    from model.registry import Registry
+    from tests.model_fixtures import cyclic_data
+
+    registry = Registry(tmp_path_factory.mktemp("trained"))
+    model_cfg, train_cfg = preset("tiny", epochs=1)
+    report = train_and_register(cyclic_data(), registry, model_cfg, train_cfg, progress=False)
+    return registry.path(report.version)

@@ -67,7 +67,8 @@ def test_known_user_gets_model_recommendations(shop, server):
     assert body["model_version"] == Registry(shop / "models").current()
     state, _ = read_online(open_store(get_settings()), "u1")
     assert not set(state.recent_items) & {i["item_id"] for i in body["items"]}  # what the user has is filtered out
-    uuid.UUID(body["request_id"])
+    token, arm, version = body["request_id"].split(".")  # which list it was, and who answered it
+    assert uuid.UUID(token) and (arm, version) == ("none", body["model_version"]) and body["arm"] is None
 
 
 def test_unknown_user_gets_a_cold_start_list(server):

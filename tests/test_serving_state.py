@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import subprocess
 import threading
@@ -15,17 +14,13 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from model.config import preset
-from model.lifecycle import train_and_register
 from model.registry import Registry
 from rtrec import redis_server
-from rtrec.feature_store import definitions, open_store
-from rtrec.landing import ensure_landing_zone
+from rtrec.feature_store import open_store
 from rtrec.online_state import UserLocks, read_online
 from rtrec.settings import get_settings
 from serving.app import create_app
@@ -33,56 +28,7 @@ from serving.catalog import Catalog
 from serving.forgetting import finish_pending
 from serving.model_holder import ModelHolder
 from tests.http_server import AUTH, Server
-from tests.model_fixtures import cyclic_data
-
-ITEMS = [f"i{n}" for n in range(30)]  # the catalog of tests.model_fixtures.cyclic_data
-
-
-@pytest.fixture(scope="module")
-def good_model(tmp_path_factory):
-    """A tiny trained model version (its directory), copied into the registries of the tests."""
-    registry = Registry(tmp_path_factory.mktemp("trained"))
-    model_cfg, train_cfg = preset("tiny", epochs=1)
-    report = train_and_register(cyclic_data(), registry, model_cfg, train_cfg, progress=False)
-    return registry.path(report.version)
-
-
-def add_version(data, source, name, damage=False):
-    """Put a copy of the version directory `source` in data's registry as `name`; `damage` truncates its weights."""
-    target = data / "models" / "versions" / name
-    shutil.copytree(source, target)
-    if damage:
-        weights = (target / "weights.pt").read_bytes()
-        (target / "weights.pt").write_bytes(weights[: len(weights) // 3])
-    return name
-
-
-def write_marts(data, popular=ITEMS):
-    """item_features with `popular` most popular first; written aside and renamed, as dbt's output lands."""
-    marts = data / "marts"
-    marts.mkdir(parents=True, exist_ok=True)
-    n = len(popular)
-    frame = pd.DataFrame(
-        {"item_id": popular, "popularity_7d": range(n, 0, -1), "popularity_all": range(10 * n, 0, -10)}
-    )
-    frame.to_parquet(marts / "item_features.parquet.tmp")
-    os.replace(marts / "item_features.parquet.tmp", marts / "item_features.parquet")
-
-
-def make_site(tmp_path, monkeypatch, online_store="sqlite", redis_url=None, marts=True):
-    """A data directory a server can start on: landing zone, applied Feast repo, optionally the marts."""
-    data = tmp_path / "data"
-    monkeypatch.setenv("RTREC_DATA_DIR", str(data))
-    monkeypatch.setenv("RTREC_ONLINE_STORE", online_store)
-    if redis_url:
-        monkeypatch.setenv("RTREC_REDIS_URL", redis_url)
-    get_settings.cache_clear()
-    ensure_landing_zone(data / "landing")
-    open_store(get_settings()).apply(definitions())
-    (data / "models").mkdir(parents=True)
-    if marts:
-        write_marts(data)
-    return data
+from tests.sites import ITEMS, add_version, make_site, settle, write_marts
 
 
 @pytest.fixture(autouse=True)
@@ -101,16 +47,6 @@ def logged_events(data, user):
 def metric(text, name):
     """The sum of a metric's samples in Prometheus text (0 when absent)."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-def settle(check, seconds=30, times=8):
-    """Call `check()` until it is true `times` times in a row (requests spread over the workers)."""
-    deadline, streak, last = time.monotonic() + seconds, 0, None
-    while streak < times:
-        last = check()
-        streak = streak + 1 if last else 0
-        assert time.monotonic() < deadline, f"not settled: last answer {last!r}"
-        time.sleep(0.05 if streak else 0.2)
 
 
 # -- a DELETE racing POSTs ---------------------------------------------------------------------
@@ -277,6 +213,8 @@ def healthy(version):
         "online_store": "closed",
         "catalog_items": 0,
         "catalog_error": None,
+        "experiment": None,
+        "experiment_error": None,
     }
 
 

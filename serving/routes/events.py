@@ -13,7 +13,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from rtrec.online_state import LockTimeout, StoreUnavailable, push_event
 from serving import metrics
-from serving.deps import FeedbackDep, LocksDep, SettingsDep, UserStateDep, require_token
+from serving.deps import CtrWindowDep, FeedbackDep, LocksDep, ModelsDep, SettingsDep, UserStateDep, require_token
+from serving.experiments import served_by
 from serving.feedback_log import NotDurable
 from serving.middleware import BodyLimitRoute
 from serving.schemas import Accepted, Event, EventBatch
@@ -40,6 +41,17 @@ async def cap_batch(request: Request) -> None:
         raise too_many(len(batch))
 
 
+def attribute(event: Event, models: ModelsDep, ctr_window: CtrWindowDep) -> None:
+    """Count an event that answers a list this API served under that list's version and arm."""
+    served = served_by(event.request_id, models.registry)
+    if served is None:
+        return
+    version, arm = served
+    metrics.ATTRIBUTED_EVENTS.labels(version, arm, event.event_type).inc()
+    if event.event_type == "click":
+        ctr_window.click(version, arm)
+
+
 @router.post(
     "/v1/events",
     status_code=202,
@@ -56,6 +68,8 @@ def post_events(
     feedback: FeedbackDep,
     user_state: UserStateDep,
     locks: LocksDep,
+    models: ModelsDep,
+    ctr_window: CtrWindowDep,
 ) -> Accepted:
     events = body.events if isinstance(body, EventBatch) else [body]
     if len(events) > MAX_BATCH:
@@ -74,6 +88,7 @@ def post_events(
         first.setdefault(event.event_id, event)
     for record in fresh:
         event = first[record["event_id"]]
+        attribute(event, models, ctr_window)
         try:
             pending = feedback.pending_forget(event.user_id)
             push_event(

@@ -8,9 +8,10 @@ circuit breaker's state: "closed", "open", or "half-open" when the next call is 
 import os
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from serving.deps import CatalogDep, ModelsDep, UserStateDep
+from serving.online_ctr import ctr_family
 
 router = APIRouter()
 
@@ -26,14 +27,26 @@ def healthz(models: ModelsDep, catalog: CatalogDep, user_state: UserStateDep) ->
         "online_store": store,
         "catalog_items": len(catalog.current.sellable),
         "catalog_error": catalog.error,
+        "experiment": running.experiment.id if (running := models.running) else None,
+        "experiment_error": models.experiment_error,
     }
+
+
+class _Collected:
+    def __init__(self, families: list) -> None:
+        self.families = families
+
+    def collect(self) -> list:
+        return self.families
 
 
 @router.get("/metrics")
 def prometheus() -> Response:
     # `rtrec serve --workers N` sets the directory where the worker processes' counters are summed
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        families = list(multiprocess.MultiProcessCollector(None).collect())
+    else:
+        families = list(REGISTRY.collect())
+    out = CollectorRegistry(auto_describe=False)
+    out.register(_Collected([*families, ctr_family(families)]))
+    return Response(generate_latest(out), media_type=CONTENT_TYPE_LATEST)

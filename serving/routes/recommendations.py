@@ -1,24 +1,47 @@
-"""Recommendations: the user's online state -> the current model -> top-k.
+"""Recommendations: the user's online state -> the model that answers them -> top-k.
 
 Users the model knows nothing about get the popular list (`cold_start`); when the online store
 cannot be read, or the model fails, everyone does (`fallback`): neither fails a recommendation
-request. Log lines name the request id, never the user.
+request. In an experiment the user's arm picks the model, and the list served is logged for the
+experiment's report. Log lines name the request id, never the user.
 """
 
 import logging
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from model.inference import Recommender
+from rtrec.online_state import UserState
 from serving import metrics
-from serving.deps import CatalogDep, FeedbackDep, ModelsDep, SettingsDep, UserStateDep
+from serving.catalog import CatalogSnapshot
+from serving.deps import (
+    CatalogDep,
+    CtrWindowDep,
+    ExperimentsDep,
+    FeedbackDep,
+    ImpressionsDep,
+    ModelsDep,
+    SettingsDep,
+    UserStateDep,
+)
+from serving.experiments import NO_ARM, POPULAR, request_id
 from serving.forgetting import read_user
 from serving.schemas import Recommendations, ScoredItem, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
 router = APIRouter()
+
+
+def ranked(recommender: Recommender | None, user: UserState, have: set[str], k: int, shelf: CatalogSnapshot) -> list:
+    """The model's top-k for the user among the sellable items they have not seen; [] when the
+    model knows nothing about them. Raises when the model fails."""
+    if recommender is None or not user.known:
+        return []
+    idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
+    candidates = recommender.recommend(user.history(), k=k + 20, exclude=have, idle_seconds=idle)
+    return [(i, s) for i, s in candidates if not shelf.sellable or i in shelf.sellable][:k]
 
 
 @router.get("/v1/recommendations/{user_id}", response_model=Recommendations)
@@ -29,18 +52,36 @@ def recommendations(
     user_state: UserStateDep,
     feedback: FeedbackDep,
     settings: SettingsDep,
+    experiments: ExperimentsDep,
+    impressions: ImpressionsDep,
+    ctr_window: CtrWindowDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Recommendations:
-    request_id = str(uuid.uuid4())
-    recommender, shelf = models.recommender, catalog.current  # one model and one catalog per request
-    version = recommender.version if recommender is not None else None
+    route, shelf = models.route(user_id), catalog.current  # one model and one catalog per request
+    version, arm = route.version, route.arm
+    rid = request_id(arm or NO_ARM, version or POPULAR)
+    popular_arm = route.experiment is not None and version == POPULAR
+    shadow: list | None = None
 
     def answer(scored: list[tuple[str, float]], **flags: bool) -> Recommendations:
+        label = (version or POPULAR, arm or NO_ARM)
+        metrics.IMPRESSIONS.labels(*label).inc()
+        ctr_window.impression(*label)
+        if route.experiment is not None:
+            line = {"request_id": rid, "arm": arm, "version": version, "items": [i for i, _ in scored]}
+            if route.shadow_version is not None:
+                line |= {"shadow_version": route.shadow_version, "shadow_items": shadow}
+            try:
+                impressions.record(experiments.impressions_dir(route.experiment.id), line)
+            except OSError:  # the report loses a list; the user still gets theirs
+                log.exception("request %s: impression not logged", rid)
         return Recommendations(
             user_id=user_id,
             items=[ScoredItem(item_id=i, score=s) for i, s in scored],
             model_version=version,
-            request_id=request_id,
+            request_id=rid,
+            arm=arm,
+            experiment_id=route.experiment.id if route.experiment else None,
             **flags,
         )
 
@@ -48,22 +89,26 @@ def recommendations(
         user = read_user(user_state, feedback, user_id)
     except Exception as err:  # the store is down: degrade to the popular list, never fail
         metrics.FALLBACKS.inc()
-        log.warning("request %s: online store unreadable (%s); popular fallback", request_id, err)
+        log.warning("request %s: online store unreadable (%s); popular fallback", rid, err)
         return answer(shelf.top(k, set()), fallback=True)
     have = user.excluded(settings.repeatable_event_types)  # what the user has seen, by the deployment's policy
-    scored: list[tuple[str, float]] = []
-    if recommender is not None and user.known:
-        idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
+    if route.shadow_version is not None:  # scored for the report, never shown; its failure is not the user's
         try:
-            candidates = recommender.recommend(user.history(), k=k + 20, exclude=have, idle_seconds=idle)
+            shadow_list = ranked(route.shadow, user, have, k, shelf) or shelf.top(k, have)
+            shadow = [i for i, _ in shadow_list]
         except Exception:
-            metrics.MODEL_ERRORS.inc()
-            log.exception("request %s: model %s failed; popular fallback", request_id, version)
-            return answer(shelf.top(k, have), fallback=True)
-        scored = [(i, s) for i, s in candidates if not shelf.sellable or i in shelf.sellable][:k]
+            log.exception("request %s: shadow model %s failed", rid, route.shadow_version)
+    if popular_arm:
+        return answer(shelf.top(k, have))
+    try:
+        scored = ranked(route.recommender, user, have, k, shelf)
+    except Exception:
+        metrics.MODEL_ERRORS.inc()
+        log.exception("request %s: model %s failed; popular fallback", rid, version)
+        return answer(shelf.top(k, have), fallback=True)
     cold = not scored
     if cold:
         metrics.COLD_STARTS.inc()
         scored = shelf.top(k, have)
-    log.info("request %s: %d items, model %s, cold_start=%s", request_id, len(scored), version, cold)
+    log.info("request %s: %d items, model %s, cold_start=%s", rid, len(scored), version, cold)
     return answer(scored, cold_start=cold)

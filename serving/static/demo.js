@@ -108,6 +108,7 @@
     });
     $("#shown-user").textContent = recs.user_id;
     $("#model-version").textContent = recs.model_version || "none";
+    $("#arm").textContent = recs.arm ? `${recs.arm} (experiment ${recs.experiment_id})` : "no experiment";
     $("#request-id").textContent = recs.request_id;
     $("#list-kind").textContent = recs.fallback
       ? "fallback: popular items (the server could not personalize)"
