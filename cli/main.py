@@ -397,19 +397,21 @@ def pipeline(
     epochs: Annotated[int | None, typer.Option(min=1, help="Override the preset's epoch limit.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Run the nightly flow once, locally (Prefect starts a temporary server when none is set)."""
-    from flows.nightly import nightly
+    """Run the nightly flow once, locally (Prefect starts a temporary server when none is set).
 
-    results = nightly(preset_name=preset, epochs=epochs, device=device)
+    Shows the steps, data quality, an epoch per line and the promotion decision; the full log goes
+    to Prefect and to a file under $RTREC_DATA_DIR/logs."""
+    from flows.nightly import nightly
+    from flows.progress import compact_console
+
+    with compact_console(get_settings().data_dir / "logs", console) as log_path:
+        try:
+            results = nightly(preset_name=preset, epochs=epochs, device=device)
+        finally:
+            console.print(f"full log: {log_path}", soft_wrap=True)
     if "skipped" in results:
         console.print(f"[yellow]skipped:[/yellow] {results['skipped']}", soft_wrap=True)
         raise typer.Exit(1)
-    report = results["train"]
-    console.print(f"data quality: {results['etl']}", soft_wrap=True)
-    console.print(
-        f"model {report.version}: test NDCG@10 {report.metrics['test_ndcg@10']:.4f}, "
-        + ("promoted" if report.promoted else "not promoted (worse than current)")
-    )
 
 
 @app.command()

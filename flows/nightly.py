@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 
 from flows.etl import etl
 from flows.materialize import materialize
+from flows.progress import summary
 from flows.train import train
 from model.registry import Registry
 from rtrec.privacy import redact_landing
@@ -87,6 +88,26 @@ def forget_in_landing() -> dict:
     return {"users": done.users, "files_rewritten": done.files_rewritten, "rows_removed": done.rows_removed}
 
 
+def _quarantined(counts: dict[str, int]) -> str:
+    reasons = {k: v for k, v in counts.items() if k not in ("accepted", "events_in") and v}
+    return ", ".join(f"{v:,} {k}" for k, v in sorted(reasons.items())) or "none"
+
+
+# the compact view's line for each step's result
+DONE = {
+    "forget": lambda r: f"forget: {r['users']:,} deletion(s) on record, {r['rows_removed']:,} landing row(s) removed",
+    "etl": lambda r: (
+        f"etl: {r.get('events_in', 0):,} events checked, {r.get('accepted', 0):,} accepted; "
+        f"quarantined: {_quarantined(r)}"
+    ),
+    "materialize": lambda r: "materialize: " + ", ".join(f"{view} {rows:,} rows" for view, rows in r.items()),
+    "train": lambda r: (
+        f"train: model {r.version}, test NDCG@10 {r.metrics['test_ndcg@10']:.4f}, "
+        + ("promoted" if r.promoted else "not promoted (worse than the current model)")
+    ),
+}
+
+
 @task(name="experiment-report")
 def report_experiment() -> dict | None:
     """The running experiment's report (None without one), also as the `experiment-report` artifact."""
@@ -132,7 +153,7 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
                 raise NightlyStepFailed(
                     f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
                 ) from err
-            get_run_logger().info("nightly step %s done", name)
+            summary("%s", DONE[name](results[name]))
         try:  # the model and the data are done: a report that fails is logged, not a failed run
             results["experiment"] = report_experiment()
         except Exception:

@@ -7,6 +7,7 @@ import base64
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.progress import summary
 from model.config import preset
 from model.data import load_marts
 from model.lifecycle import TrainReport, train_and_register
@@ -29,6 +30,18 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
         train_cfg,
         checkpoint=settings.models_dir / "checkpoint.pt",
         progress=False,
+        on_epoch=log_epoch,
+    )
+
+
+def log_epoch(record: dict) -> None:
+    summary(
+        "epoch %d/%d: loss %.4f, validation NDCG@10 %.4f (best %.4f)",
+        record["epoch"] + 1,
+        record["epochs"],
+        record["loss"],
+        record["val_ndcg@10"],
+        record["best"],
     )
 
 

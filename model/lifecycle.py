@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,10 +65,11 @@ def train_and_register(
     train_cfg: TrainConfig,
     checkpoint: Path | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainReport:
     """Train a model, register it, and make it current if its validation NDCG@10 is not worse than
     the current model's on the same data. A failure anywhere leaves the current model untouched."""
-    result = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=progress)
+    result = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=progress, on_epoch=on_epoch)
     model = result.model.to("cpu")
     metrics = evaluate_both_splits(sasrec_scorer(model, torch.device("cpu")), data)
     metrics["train_seconds"] = result.seconds

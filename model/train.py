@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,10 +90,13 @@ def train(
     train_cfg: TrainConfig,
     checkpoint: Path | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train on the training part of every sequence; keep the weights of the best validation epoch.
 
-    With `checkpoint`, the state after every epoch is saved there and a run that finds one resumes."""
+    With `checkpoint`, the state after every epoch is saved there and a run that finds one resumes.
+    `on_epoch` gets each epoch's record (epoch, loss, validation metrics) with `epochs` (the limit)
+    and `best` (the best validation NDCG@10 so far), e.g. to log a line per epoch."""
     seed_everything(train_cfg.seed)
     device = resolve_device(train_cfg.device)
     model = SASRec.from_vocab(model_cfg, data.vocab).to(device)
@@ -108,8 +112,11 @@ def train(
     for epoch in epochs:
         loss = train_epoch(state, windows, train_cfg, device)
         metrics = evaluate(sasrec_scorer(model, device), data, "validation")
-        keep_best(state, {"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()}})
+        record = {"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()}}
+        keep_best(state, record)
         best = state.best["val_ndcg@10"]
+        if on_epoch is not None:
+            on_epoch({**record, "epochs": train_cfg.epochs, "best": best})
         epochs.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{best:.4f}")
         if checkpoint is not None:
             state.save(checkpoint)

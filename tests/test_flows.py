@@ -1,5 +1,7 @@
 """Failure handling of the nightly flow, and the deployments."""
 
+import io
+import logging
 import sqlite3
 from contextlib import closing
 
@@ -8,9 +10,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.logging.handlers import PrefectConsoleHandler
+from rich.console import Console
 
 from flows.deploy import declared_deployments, deploy
 from flows.nightly import NightlyStepFailed, nightly
+from flows.progress import compact_console
 from model.registry import Registry
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import get_settings
@@ -18,9 +23,20 @@ from rtrec.settings import get_settings
 SMALL = ShopConfig(users=80, items=60, events=4_000, dirty_rate=0.0)
 
 
-def test_a_failed_training_names_the_step_and_leaves_the_current_model(data_dir, prefect_harness):
+def test_a_failed_training_names_the_step_and_leaves_the_current_model(data_dir, prefect_harness, capsys):
     generate(SMALL, data_dir / "landing")
-    first = nightly(preset_name="tiny", epochs=2)
+    screen = io.StringIO()
+    with compact_console(data_dir / "logs", Console(file=screen, width=200)) as log_path:
+        first = nightly(preset_name="tiny", epochs=2)
+    # the compact view: a line per step and per epoch, the decision; dbt's node lines only in the file
+    shown = screen.getvalue()
+    for line in ("forget: ", "etl: 4,000 events checked, 4,000 accepted", "materialize: user_state ", "epoch 1/2:"):
+        assert line in shown, shown
+    assert f"train: model {first['train'].version}, test NDCG@10" in shown and "promoted" in shown
+    assert "stg_events" not in shown + capsys.readouterr().err  # neither here nor on Prefect's console
+    full = log_path.read_text()
+    assert "stg_events" in full and "epoch 1/2: loss" in full
+    assert all(h.level == 0 for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler))
     with pytest.raises(
         NightlyStepFailed, match=r"(?s)step 'train' failed: unknown preset.*left unchanged: the current model"
     ):
