@@ -56,12 +56,14 @@ async def lifespan(app: FastAPI):
         state.catalog.refresh,
         partial(finish_pending, state.user_state, state.locks, state.feedback),
         state.ctr_window.publish,
+        metrics.forget_dead_workers,
     )
     watcher = threading.Thread(target=watch, args=(stop, settings.serving_tick_seconds, *refreshers), daemon=True)
     watcher.start()
     yield
     stop.set()
     state.impressions.close()
+    metrics.forget_dead_workers(own_too=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

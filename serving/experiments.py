@@ -13,16 +13,26 @@ for the treatment share, never shown.
 A request id says which version and arm answered (``<uuid hex>.<arm>.<version>``), so whichever
 worker receives the click attributes it without a lookup; the report joins on the impression log
 instead, so a made-up request id counts for nothing there.
+
+The report's intervals are per user (users are what is randomised), so each impression carries a
+user key: an HMAC of the user id under the experiment's salt. The salt lives only in
+``current.json``, never in the log: once the experiment stops, the keys cannot be linked to a user
+by anyone, the service included; while it runs, only the service can.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,6 +43,7 @@ POPULAR = "popular"
 ARMS = ("control", "treatment")
 NO_ARM = "none"  # the Prometheus label of lists served outside an experiment
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # a version name that is a plain directory name
+TOKEN = re.compile(r"[0-9a-f]{32}")  # the random part of a request id
 
 
 class ExperimentError(RuntimeError):
@@ -47,10 +58,14 @@ class Experiment:
     share: float  # of users in the treatment arm
     shadow: bool
     started_at: str
+    salt: str | None = None  # of the user keys; only the running experiment has it
 
     def arm(self, user_id: str) -> str:
         digest = hashlib.sha256(f"{self.id}\x00{user_id}".encode()).digest()
         return "treatment" if int.from_bytes(digest[:8], "big") < self.share * 2**64 else "control"
+
+    def user_key(self, user_id: str) -> str:
+        return hmac.new(bytes.fromhex(self.salt), user_id.encode(), "sha256").hexdigest()[:24]
 
     def version(self, arm: str) -> str:
         return self.treatment if arm == "treatment" else self.control
@@ -64,7 +79,9 @@ def served_by(request_id: str | None, registry: Registry) -> tuple[str, str] | N
     """(version, arm) that a request id names when it has this API's form and the version is
     `popular` or in the registry; else None. So a metric label never holds arbitrary client text."""
     parts = (request_id or "").split(".")
-    if len(parts) != 3 or parts[1] not in (*ARMS, NO_ARM) or not SAFE_NAME.fullmatch(parts[2]):
+    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or parts[1] not in (*ARMS, NO_ARM):
+        return None
+    if not SAFE_NAME.fullmatch(parts[2]):
         return None
     version = parts[2]
     return (version, parts[1]) if version == POPULAR or (registry.versions / version).is_dir() else None
@@ -101,55 +118,76 @@ class Experiments:
         raise ExperimentError(f"no experiment {experiment_id!r}")
 
     def start(self, control: str, treatment: str, share: float, shadow: bool = False) -> Experiment:
+        """Start an experiment (the same version in both arms is an A/A test)."""
         if not 0.0 < share < 1.0:
             raise ExperimentError(f"share: must be between 0 and 1 (exclusive), got {share}")
-        running = self.current()
-        if running is not None:
-            raise ExperimentError(f"experiment {running.id} is running: stop it first")
-        for version in (control, treatment):
-            if version != POPULAR and not SAFE_NAME.fullmatch(version):
-                raise ExperimentError(f"{version!r} is not a version name")
-            if version != POPULAR:
-                self.registry.path(version)  # RegistryError names the missing version
-        now = datetime.now(UTC)
-        experiment = Experiment(
-            id=now.strftime("x%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4],
-            control=control,
-            treatment=treatment,
-            share=share,
-            shadow=shadow,
-            started_at=now.isoformat(),
-        )
-        self.impressions_dir(experiment.id).mkdir(parents=True, exist_ok=True)
-        self._record({"action": "start", "experiment": asdict(experiment)})
-        self._write_pointer(json.dumps(asdict(experiment)))
+        for arm, version in (("control", control), ("treatment", treatment)):
+            if version == POPULAR:
+                continue
+            if not SAFE_NAME.fullmatch(version):
+                raise ExperimentError(f"{arm}: {version!r} is not a version name")
+            self.registry.path(version)  # RegistryError names the missing version
+        with self._locked():
+            running = self.current()
+            if running is not None:
+                raise ExperimentError(f"experiment {running.id} is running: stop it first")
+            now = datetime.now(UTC)
+            experiment = Experiment(
+                id=now.strftime("x%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4],
+                control=control,
+                treatment=treatment,
+                share=share,
+                shadow=shadow,
+                started_at=now.isoformat(),
+                salt=secrets.token_hex(16),
+            )
+            self.impressions_dir(experiment.id).mkdir(parents=True, exist_ok=True)
+            self._record({"action": "start", "experiment": asdict(replace(experiment, salt=None))})
+            self._write_pointer(json.dumps(asdict(experiment)))
         return experiment
 
     def stop(self, winner: str | None = None) -> Experiment:
-        """End the running experiment; `winner` (one of its versions) is promoted through the registry."""
-        experiment = self.current()
-        if experiment is None:
-            raise ExperimentError("no experiment is running")
-        if winner is not None:
-            if winner not in (experiment.control, experiment.treatment):
-                raise ExperimentError(
-                    f"winner: {winner!r} is not in experiment {experiment.id} "
-                    f"({experiment.control} vs {experiment.treatment})"
-                )
-            if winner == POPULAR:
-                raise ExperimentError("winner: the popularity list is not a registry version to promote")
-            self.registry.path(winner)  # still there, before anything changes
-        self._record({"action": "stop", "id": experiment.id, "winner": winner})
-        self.pointer.unlink()
-        fsync_dir(self.root)
-        if winner is not None:
-            self.registry.promote(winner, reason=f"experiment {experiment.id}")
+        """End the running experiment; `winner` (one of its versions) is promoted through the
+        registry first, so serving goes from the experiment straight to the winner."""
+        with self._locked():
+            experiment = self.current()
+            if experiment is None:
+                raise ExperimentError("no experiment is running")
+            if winner is not None:
+                if winner not in (experiment.control, experiment.treatment):
+                    raise ExperimentError(
+                        f"winner: {winner!r} is not in experiment {experiment.id} "
+                        f"({experiment.control} vs {experiment.treatment})"
+                    )
+                if winner == POPULAR:
+                    raise ExperimentError("winner: the popularity list is not a registry version to promote")
+                self.registry.promote(winner, reason=f"experiment {experiment.id}")
+            self._record({"action": "stop", "id": experiment.id, "winner": winner})
+            self.pointer.unlink()  # and the salt with it: the user keys can no longer be linked
+            fsync_dir(self.root)
         return experiment
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One start or stop at a time."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _entries(self) -> list[dict]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        entries = []
+        for line in self.log.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # a line a crash cut short: that start or stop never finished
+                continue
+        return entries
 
     def _record(self, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,10 @@
 
 No label ever holds a user id: endpoints are route templates, and the rest are fixed vocabularies."""
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 REQUESTS = Counter("rtrec_http_requests_total", "HTTP requests.", ["method", "endpoint", "status"])
 LATENCY = Histogram(
@@ -66,6 +69,9 @@ WINDOW_CLICKS = Gauge(
     ["version", "arm"],
     multiprocess_mode="livesum",
 )
+SHADOW_ERRORS = Counter(
+    "rtrec_shadow_errors_total", "Shadow-mode treatment lists that could not be scored (the user's list was served)."
+)
 ONLINE_CTR = "rtrec_online_ctr"  # window clicks / window lists, computed when /metrics is scraped
 
 
@@ -82,3 +88,26 @@ def breaker_state(state: str) -> None:
 
 def breaker_rejected() -> None:
     ONLINE_STORE_REJECTED.inc()
+
+
+def forget_dead_workers(own_too: bool = False) -> None:
+    """Drop the live gauges of worker processes that are gone (and this one's when `own_too`, at
+    shutdown): a worker killed by a signal never says so, and its last window counts and model
+    version would stay in every sum."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    pids = {int(path.stem.rsplit("_", 1)[1]) for path in Path(directory).glob("gauge_live*_*.db")}
+    for pid in pids:
+        if (own_too and pid == os.getpid()) or not _alive(pid):
+            multiprocess.mark_process_dead(pid, directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

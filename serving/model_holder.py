@@ -123,6 +123,9 @@ class ModelHolder:
         """The version loaded and answering (the served one is reused), or an exception."""
         if version == self.version:
             return self.recommender
+        running = self.running
+        if running is not None and running.models.get(version) is not None:  # an experiment's winner
+            return running.models[version]
         recommender = Recommender.load(self.registry.path(version))
         known = recommender.vocab.item_ids[:1]
         recommender.recommend([(known[0], "view")] if known else [], k=1)  # it must answer, not just load

@@ -40,7 +40,6 @@ class SlidingWindow:
                 self.slots.append((slot, Counter()))
             self.slots[-1][1][kind, version, arm] += 1
             self.keys.add((version, arm))
-        self.publish()
 
     def totals(self) -> Counter:
         with self.mutex:
@@ -53,7 +52,8 @@ class SlidingWindow:
             return total
 
     def publish(self) -> None:
-        """Set this worker's window gauges (also on the watcher's tick: a window empties with time)."""
+        """Set this worker's window gauges: on the watcher's tick, not per request (a window also
+        empties with time alone)."""
         total = self.totals()
         for version, arm in list(self.keys):
             metrics.WINDOW_IMPRESSIONS.labels(version, arm).set(total["lists", version, arm])

@@ -2,6 +2,8 @@
 arm that served the list; the report's counts and intervals; shadow mode; the online CTR."""
 
 import json
+import math
+import os
 import subprocess
 import sys
 import uuid
@@ -9,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
@@ -17,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.registry import Registry, RegistryError
 from rtrec.settings import get_settings
 from serving.app import create_app
-from serving.experiment_report import experiment_report, newcombe, wilson
-from serving.experiments import Experiment, ExperimentError, Experiments, served_by
+from serving.experiment_report import experiment_report, ratio_estimate
+from serving.experiments import Experiment, ExperimentError, Experiments, request_id, served_by
+from serving.metrics import forget_dead_workers
 from serving.online_ctr import SlidingWindow, ctr_family
 from tests.http_server import AUTH, Server
 from tests.sites import add_version, make_site, settle
@@ -60,25 +64,26 @@ def test_arms_are_sticky_balanced_and_independent_between_experiments():
 def test_request_ids_name_only_versions_the_registry_holds(tmp_path):
     registry = Registry(tmp_path)
     (registry.versions / "v-a").mkdir(parents=True)
-    assert served_by("abc.treatment.v-a", registry) == ("v-a", "treatment")
-    assert served_by("abc.none.popular", registry) == ("popular", "none")
-    for made_up in (None, "", "abc", "abc.treatment.v-z", "abc.winner.v-a", "abc.control...", "a.control.v-a.x"):
-        assert served_by(made_up, registry) is None, made_up
+    token = uuid.uuid4().hex
+    assert served_by(request_id("treatment", "v-a"), registry) == ("v-a", "treatment")
+    assert served_by(f"{token}.none.popular", registry) == ("popular", "none")
+    made_up = ["", "abc", f"{token}.treatment.v-z", f"{token}.winner.v-a", f"{token}.control..", "abc.control.v-a"]
+    for rid in [None, *made_up, f"{token}.control.v-a.x", f"{token}.control.{'../' * 3}"]:
+        assert served_by(rid, registry) is None, rid
 
 
-def test_intervals_match_newcombes_published_examples():
-    # Newcombe (1998), Statistics in Medicine 17: 81/263 -> Wilson 0.2553 to 0.3662, and for
-    # 56/70 - 48/80 the hybrid score interval (method 10) 0.0524 to 0.3339
-    p, low, high = wilson(81, 263)
-    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662) and p == 81 / 263
-
-    def arm(clicked, n):
-        ctr, lo, hi = wilson(clicked, n)
-        return type("Arm", (), {"requests": n, "ctr": ctr, "ctr_low": lo, "ctr_high": hi})
-
-    d = newcombe(arm(48, 80), arm(56, 70))
-    assert (round(d["low"], 4), round(d["high"], 4)) == (0.0524, 0.3339) and d["ctr"] == pytest.approx(0.2)
-    assert wilson(0, 0) == (0.0, 0.0, 1.0)
+def test_intervals_are_per_user_not_per_list():
+    # one list per user: the delta method is the binomial standard error (with Bessel's correction)
+    clicked = np.array([1.0] * 30 + [0.0] * 70)
+    ctr, variance = ratio_estimate(clicked, np.ones(100))
+    assert ctr == 0.3 and variance == pytest.approx(0.3 * 0.7 / 99)
+    # the same 100 users with 10 lists each, all clicked or none: 1,000 lists but still 100 users
+    ctr, clustered = ratio_estimate(clicked * 10, np.full(100, 10.0))
+    assert ctr == 0.3 and clustered == pytest.approx(variance)
+    # against 1,000 independent users the interval would be sqrt(10) times narrower
+    _, independent = ratio_estimate(np.repeat(clicked, 10), np.ones(1000))
+    assert clustered / independent == pytest.approx(10 * 999 / 990, rel=1e-6)
+    assert ratio_estimate(np.array([1.0]), np.array([2.0])) == (0.5, math.inf)  # one user bounds nothing
 
 
 def test_starting_and_stopping_check_what_they_are_given(tmp_path, monkeypatch, good_model):
@@ -87,7 +92,7 @@ def test_starting_and_stopping_check_what_they_are_given(tmp_path, monkeypatch, 
         experiments.start("v-a", "v-missing", 0.5)
     with pytest.raises(ExperimentError, match="share"):
         experiments.start("v-a", "v-b", 1.0)
-    with pytest.raises(ExperimentError, match="not a version name"):
+    with pytest.raises(ExperimentError, match=r"treatment: '\.\./models' is not a version name"):
         experiments.start("v-a", "../models", 0.5)
     assert experiments.current() is None
     running = experiments.start("v-a", "v-b", 0.5)
@@ -101,7 +106,11 @@ def test_starting_and_stopping_check_what_they_are_given(tmp_path, monkeypatch, 
     assert experiments.current() is None and Registry(data / "models").current() == "v-b"
     promotion = json.loads((data / "models" / "promotions.jsonl").read_text().splitlines()[-1])
     assert promotion["reason"] == f"experiment {running.id}"
-    assert experiments.get().id == running.id  # the last one stays reportable
+    assert experiments.get().id == running.id  # the last one stays reportable...
+    assert running.salt and running.salt not in experiments.log.read_text()  # ...its user keys unlinkable
+    with experiments.log.open("a") as log:
+        log.write('{"action": "start", "experim')  # a start a crash cut short
+    assert experiments.get().id == running.id
 
 
 def test_arms_are_served_attributed_reported_and_measured_across_workers(tmp_path, monkeypatch, good_model):
@@ -153,10 +162,12 @@ def test_arms_are_served_attributed_reported_and_measured_across_workers(tmp_pat
         n_c, n_t = len(lists["control"]), len(lists["treatment"])
         assert (control["arm"], control["version"], control["requests"]) == ("control", "popular", n_c)
         assert (treatment["arm"], treatment["version"], treatment["requests"]) == ("treatment", "v-b", n_t)
-        assert control["requests_clicked"] == control["clicks"] == (n_c + 1) // 2  # repeats count once
+        assert control["users"] + treatment["users"] == len(users)
+        assert control["clicks"] == (n_c + 1) // 2  # repeated event ids count once
         assert treatment["clicks"] == n_t  # the forged id names no list: its click counts nowhere here...
-        assert treatment["requests_clicked"] == n_t and treatment["add_to_carts"] == n_t // 2
-        assert treatment["ctr"] == 1.0 and control["ctr_low"] < control["ctr"] < control["ctr_high"]
+        assert treatment["add_to_carts"] == n_t // 2
+        assert control["ctr"] == pytest.approx(((n_c + 1) // 2) / n_c) and treatment["ctr"] == 1.0
+        assert control["ctr_low"] < control["ctr"] < control["ctr_high"]
         assert report["difference"]["low"] > 0  # a treatment clicked every time beats one clicked half the time
 
         # ...while the live counters attribute by the request id alone (it names a real version)
@@ -196,7 +207,7 @@ def test_shadow_mode_shows_the_control_and_logs_the_treatment(tmp_path, monkeypa
         assert client.get("/v1/recommendations/anyone").json()["arm"] is None
         experiments.stop()
 
-        experiment = experiments.start("v-a", "v-b", 0.5, shadow=True)
+        experiment = experiments.start("v-a", "popular", 0.5, shadow=True)  # the treatment: MostPop, unseen
         models.refresh()
         users = [f"shadowed-{n}" for n in range(30)]
         views = [{"user_id": u, "item_id": f"i{n % 30}", "event_type": "view"} for n, u in enumerate(users)]
@@ -205,29 +216,49 @@ def test_shadow_mode_shows_the_control_and_logs_the_treatment(tmp_path, monkeypa
         assert {b["model_version"] for b in bodies} == {"v-a"}  # everyone is shown the control
         assert {b["arm"] for b in bodies} == {"control", "treatment"}
 
-        files = experiments.impressions_dir(experiment.id).glob("*.jsonl")
+        files = sorted(experiments.impressions_dir(experiment.id).glob("*.jsonl"))
         lines = [json.loads(line) for path in files for line in path.open()]
         by_id = {line["request_id"]: line for line in lines}
         treated = [b for b in bodies if b["arm"] == "treatment"]
         for body in bodies:
             line = by_id[body["request_id"]]
             assert line["items"] == [i["item_id"] for i in body["items"]] and "user_id" not in line
+            assert line["user_key"] == experiment.user_key(body["user_id"]) != body["user_id"]
             assert ("shadow_items" in line) == (body["arm"] == "treatment")
+        popular = client.app.state.catalog.current.top(10, set())
         assert all(len(by_id[b["request_id"]]["shadow_items"]) == 10 for b in treated)
 
-        # a click on an item the unseen treatment list also held is a shadow hit
-        body = treated[0]
-        shown = {i["item_id"] for i in body["items"]}
-        shared = [i for i in by_id[body["request_id"]]["shadow_items"] if i in shown]
-        assert shared, "same weights, same history: the shadow list is the shown one"
-        click = {"user_id": body["user_id"], "item_id": shared[0], "event_type": "click"}
-        click["request_id"] = body["request_id"]
-        assert client.post("/v1/events", json=click, headers=AUTH).status_code == 202
+        # a click on a shown item the unseen list also held is a shadow hit; one it did not hold is not
+        clicks = []
+        for kind in ("shared", "model only"):
+            for body in treated:
+                shadow_list = set(by_id[body["request_id"]]["shadow_items"])
+                hits = [i["item_id"] for i in body["items"] if (i["item_id"] in shadow_list) == (kind == "shared")]
+                if hits:
+                    click = {"user_id": body["user_id"], "item_id": hits[0], "event_type": "click"}
+                    clicks.append(click | {"request_id": body["request_id"]})
+                    break
+            else:
+                raise AssertionError(f"no treated list with a {kind} item (popular: {popular})")
+        assert client.post("/v1/events", json={"events": clicks}, headers=AUTH).status_code == 202
+        # a line a crash cut short, and an event line repeated on another host, change nothing
+        with files[0].open("a") as torn:
+            torn.write('{"request_id": "' + treated[0]["request_id"][:20])
+        repeated = sorted((data / "landing" / "feedback").glob("api-*.jsonl"))[-1].read_text().splitlines()[-1]
+        (data / "landing" / "feedback" / "other-host.jsonl").write_text(repeated + "\n")
+
         report = experiment_report(experiments, data / "landing" / "feedback")
         control, treatment = report.arms
-        assert (treatment.version, treatment.requests, treatment.shadow_hits) == ("v-b", len(treated), 1)
-        assert control.shadow_hits == 0 and treatment.clicks == 1
-        assert "shadow hits" in report.rows()[0]
+        assert (treatment.version, treatment.requests, treatment.clicks, treatment.shadow_hits) == (
+            "popular",
+            len(treated),
+            2,
+            1,
+        )
+        assert treatment.ctr == pytest.approx(1 / len(treated))  # the shadow's figure: its hits per list
+        assert control.requests == len(bodies) - len(treated) and control.shadow_hits == 0
+        rows = report.rows()
+        assert "shadow hits" in rows[0] and [r["arm"] for r in rows] == ["control", "treatment (shadow)"]
 
 
 def test_the_online_ctr_window_slides_and_adds_up_over_workers():
@@ -271,16 +302,32 @@ def test_nightly_reports_a_running_experiment_as_an_artifact(tmp_path, monkeypat
     assert report_experiment() is None  # no experiment, no report
     experiment = experiments.start("popular", "v-b", 0.5)
     with TestClient(create_app(get_settings().model_copy(update={"serving_tick_seconds": 3600}))) as client:
+        for n in range(20):  # both arms serve lists
+            client.get(f"/v1/recommendations/another-user-{n}")
         body = client.get("/v1/recommendations/reported-user").json()
         click = {"user_id": "reported-user", "item_id": body["items"][0]["item_id"], "event_type": "click"}
         click["request_id"] = body["request_id"]
         assert client.post("/v1/events", json=click, headers=AUTH).status_code == 202
     report = report_experiment()
     arm = next(a for a in report["arms"] if a["arm"] == body["arm"])
-    assert (arm["requests"], arm["clicks"]) == (1, 1) and report["experiment"]["id"] == experiment.id
+    assert arm["clicks"] == 1 and sum(a["requests"] for a in report["arms"]) == 21
+    assert report["experiment"]["id"] == experiment.id
     with get_client(sync_client=True) as prefect:
         keyed = ArtifactFilter(key=ArtifactFilterKey(any_=["experiment-report"]))
         artifact = prefect.read_artifacts(artifact_filter=keyed)[-1]
     assert experiment.id in artifact.description
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     assert [r["arm"] for r in rows] == ["control", "treatment", "treatment - control"]
+
+
+def test_a_killed_workers_live_gauges_leave_the_sums(tmp_path, monkeypatch):
+    script = (
+        "from serving import metrics; metrics.WINDOW_IMPRESSIONS.labels('v', 'control').set(7); "
+        "import os; os._exit(0)"  # gone without a word, as after a SIGKILL
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=Path(__file__).parents[1])
+    assert list(tmp_path.glob("gauge_livesum_*.db"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    forget_dead_workers()
+    assert not list(tmp_path.glob("gauge_livesum_*.db"))

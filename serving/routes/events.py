@@ -88,7 +88,10 @@ def post_events(
         first.setdefault(event.event_id, event)
     for record in fresh:
         event = first[record["event_id"]]
-        attribute(event, models, ctr_window)
+        try:
+            attribute(event, models, ctr_window)
+        except Exception:  # counting must never fail an accepted event
+            log.exception("could not attribute event %s", event.event_id)
         try:
             pending = feedback.pending_forget(event.user_id)
             push_event(

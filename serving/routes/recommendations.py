@@ -69,6 +69,7 @@ def recommendations(
         ctr_window.impression(*label)
         if route.experiment is not None:
             line = {"request_id": rid, "arm": arm, "version": version, "items": [i for i, _ in scored]}
+            line["user_key"] = route.experiment.user_key(user_id)
             if route.shadow_version is not None:
                 line |= {"shadow_version": route.shadow_version, "shadow_items": shadow}
             try:
@@ -96,8 +97,9 @@ def recommendations(
         try:
             shadow_list = ranked(route.shadow, user, have, k, shelf) or shelf.top(k, have)
             shadow = [i for i, _ in shadow_list]
-        except Exception:
-            log.exception("request %s: shadow model %s failed", rid, route.shadow_version)
+        except Exception as err:  # counted; one line, not a traceback per request
+            metrics.SHADOW_ERRORS.inc()
+            log.warning("request %s: shadow model %s failed: %r", rid, route.shadow_version, err)
     if popular_arm:
         return answer(shelf.top(k, have))
     try:
