@@ -409,6 +409,15 @@ def _oracle_report(cfg: ShopConfig, shop: Shop, track: _OracleTrack) -> dict:
 
 def generate(cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | None = None) -> dict:
     """Write the catalog, users, event log, manifest and oracle of a synthetic shop to ``landing``."""
+    return generate_world(cfg, landing, progress)[0]
+
+
+def generate_world(
+    cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | None = None
+) -> tuple[dict, Shop, np.ndarray]:
+    """:func:`generate`, also returning the world it ends in, for simulated users that carry on from
+    there: the shop (its ``taste`` holds each user's final taste) and each user's last logged item
+    (-1 for a user without one)."""
     rng = np.random.default_rng(cfg.seed)
     shop = build_shop(cfg, rng)
     reset_batch_data(landing)
@@ -429,6 +438,7 @@ def generate(cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | N
     events_per_interaction = 1 + shop.click_p.mean() * (1 + shop.cart_p.mean() * (1 + shop.buy_p.mean()))
     sessions = max(1, round(cfg.events / (cfg.days * cfg.mean_session_length * events_per_interaction)))
     last_item = np.full(cfg.users, -1, dtype=np.int64)
+    last_logged = last_item.copy()
     writer = _EventWriter(landing / "events")
     dirty_total = dict.fromkeys(DIRTY_KINDS, 0)
     clean, day = 0, 0
@@ -439,6 +449,9 @@ def generate(cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | N
         inter, kind, ts = inter[:keep], kind[:keep], ts[:keep]
         logged = np.unique(inter)  # an interaction is in the log once its view is (views come first)
         _track_oracle(track, shop.taste, user[logged], item[logged], prev[logged], before[logged])
+        # last_item also holds the final day's interactions cut from the log; the world keeps the logged one
+        who, latest = np.unique(user[logged][::-1], return_index=True)
+        last_logged[who] = item[logged][::-1][latest]
         table, dirty = _event_table(cfg, shop, rng, user[inter], item[inter], kind, ts, clean, origin_ms)
         writer.write(table)
         for name, count in dirty.items():
@@ -460,4 +473,4 @@ def generate(cfg: ShopConfig, landing: Path, progress: Callable[[int], None] | N
     }
     write_json(landing / "manifest.json", manifest)
     write_json(landing / "oracle.json", _oracle_report(cfg, shop, track))
-    return manifest
+    return manifest, shop, last_logged
