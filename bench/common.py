@@ -59,6 +59,30 @@ def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, ep
         )
 
 
+def start_api(env: dict, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
+    """`rtrec serve` on `port` with `env` (its own process group), once /healthz answers; its
+    output goes to `log`, whose end is raised with the error when it exits instead."""
+    import httpx
+
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("rtrec")), "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=out,
+        )
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise RuntimeError("the API did not start")
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     import numpy as np
 

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import prepare
+from bench.common import prepare, start_api
 from model.registry import Registry
 from rtrec.generate import Shop, ShopConfig, generate_world, next_item_probs
 from rtrec.settings import get_settings
@@ -219,30 +219,12 @@ def check_world(url: str, headers: dict, world: World, users: np.ndarray) -> tup
     return agree, min(len(users), WORLD_CHECK_USERS)
 
 
-def start_api(env: dict, port: int, log: Path) -> subprocess.Popen:
-    url = f"http://127.0.0.1:{port}"
+def start_api_on_free_port(env: dict, port: int, log: Path) -> subprocess.Popen:
     try:
-        httpx.get(f"{url}/healthz", timeout=1)
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
         raise RuntimeError(f"something already answers on port {port}")
     except httpx.TransportError:
-        pass
-    with log.open("wb") as out:  # the server's output, for when it fails
-        proc = subprocess.Popen(
-            [RTREC, "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            start_new_session=True,
-            stdout=out,
-            stderr=out,
-        )
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError("the API did not start")
+        return start_api(env, port, log)
 
 
 def cli(env: dict, *args: str) -> str:
@@ -396,7 +378,7 @@ def run(args: argparse.Namespace, data_dir: Path, console: Console) -> None:
         users=users,
         sessions=args.sessions,
     )
-    api = start_api(loop.env, args.port, data_dir / "serve.log")
+    api = start_api_on_free_port(loop.env, args.port, data_dir / "serve.log")
     try:
         agree, checked = check_world(loop.url, loop.headers, world, users)
         console.print(f"world check: the API's last item is the simulated user's for {agree}/{checked} users")

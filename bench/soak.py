@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import percentiles, use_data_dir
+from bench.common import percentiles, start_api, use_data_dir
 from rtrec import redis_server
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import get_settings
@@ -110,22 +110,6 @@ class Nightly:
     def failure(self) -> str | None:
         """None once it finished well; the end of its log when it failed."""
         return None if self.proc.wait() == 0 else self.log.read_text(errors="replace")[-3000:]
-
-
-def start_api(env: dict, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [RTREC, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
-        start_new_session=True,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError("the API did not start")
 
 
 def worker_pids(master: int) -> list[int]:
@@ -268,7 +252,7 @@ def soak(args, data: Path, console: Console) -> dict:
             if failed := Nightly(env, "first-nightly").failure():
                 raise RuntimeError(failed)
         port = redis_server.free_port()
-        api = start_api(env, port)
+        api = start_api(env, port, Path(env["RTREC_DATA_DIR"]) / "serve.log")
         ledger = Ledger()
         try:
             asyncio.run(run_with_faults(f"http://127.0.0.1:{port}", env, api, redis, args, cfg, ledger, console))

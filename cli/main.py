@@ -357,7 +357,7 @@ def serve(
             )
         )
     if workers > 1:  # Prometheus counters are summed over the worker processes from files here
-        metrics_dir = settings.data_dir / "prometheus"
+        metrics_dir = settings.prometheus_dir
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)

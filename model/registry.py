@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rtrec.durable import fsync_dir
+from rtrec.durable import append_json_line, fsync_dir, replace_durably
 
 
 class RegistryError(RuntimeError):
@@ -112,17 +112,8 @@ class Registry:
     def _switch(self, version: str, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         entry["at"] = datetime.now(UTC).isoformat()
-        with self.log.open("a") as log:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-        tmp = self.pointer.with_name(f".CURRENT.{os.getpid()}")
-        with tmp.open("w") as pointer:
-            pointer.write(version + "\n")
-            pointer.flush()
-            os.fsync(pointer.fileno())
-        os.replace(tmp, self.pointer)  # readers see the old name or the new one, never half of one
-        fsync_dir(self.root)  # the replace itself, and the log's entry when it was just created
+        append_json_line(self.log, entry)
+        replace_durably(self.pointer, version + "\n")  # its folder fsync also makes a new log's entry durable
 
 
 def _sync_tree(root: Path) -> None:

@@ -51,6 +51,7 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
 from rtrec.events import STRENGTH
+from rtrec.sqlite_online_store import StoreBusy
 
 USER_STATE = ("recent_items", "recent_event_types", "last_event_ts", "seen_items", "seen_event_types")
 ITEM_STATS = ("category", "price", "popularity_all", "popularity_7d", "purchase_rate")
@@ -168,7 +169,8 @@ class CircuitBreaker:
     closed: calls go through. A failed call opens it: for `cooldown` seconds every call fails at
     once with `StoreUnavailable`. Then it is half-open: one trial call goes through (the others
     still fail fast); its success closes the breaker, its failure opens it for another cooldown.
-    A `LockTimeout` says nothing about the store and changes nothing. `on_change(state)` hears
+    A `LockTimeout` or a busy database (`StoreBusy`) says nothing about the store being down and
+    changes nothing. `on_change(state)` hears
     every change of state, `on_reject()` every call failed fast (serving counts them)."""
 
     CLOSED, HALF_OPEN, OPEN = "closed", "half-open", "open"
@@ -198,7 +200,7 @@ class CircuitBreaker:
         trial = self._admit()
         try:
             yield
-        except LockTimeout:
+        except (LockTimeout, StoreBusy):  # busy, not down
             self._settle(None, trial)
             raise
         except Exception as err:

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def prometheus_dir(self) -> Path:
+        """Where `rtrec serve --workers N` (N > 1) has its workers keep the Prometheus values it sums."""
+        return self.data_dir / "prometheus"
+
+    @property
     def experiments_dir(self) -> Path:
         """The running experiment, every start and stop, and the lists served while one ran."""
         return self.data_dir / "experiments"

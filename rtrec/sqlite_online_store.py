@@ -7,7 +7,16 @@ whose Feast event timestamp is not newer than the one stored for that entity, so
 never goes back in time, whichever writer comes last: the rule Feast's Redis store already follows.
 
 The check and the write are one SQLite write transaction (BEGIN IMMEDIATE), so two processes
-writing one entity cannot both pass the check with the same stored timestamp. SQLite stores event
+writing one entity cannot both pass the check with the same stored timestamp.
+
+The database runs in write-ahead-log mode: a read never waits for a write nor a write for a read,
+and a commit is one append to the log (synchronous=NORMAL: the log is fsynced at checkpoints). The
+online state is derived data: every event is durable in the feedback log first and the nightly run
+rebuilds the state from it, so a power cut can cost the last updates' freshness, never an event.
+Writers of all processes take turns on an flock of ``<db>.writer`` before they begin, tried every
+half millisecond: SQLite's own busy handler polls with sleeps growing to 100 ms, and under
+saturating POST load one API worker's writer starved past its 5 s timeout while others kept winning.
+A write that still times out raises `StoreBusy`: the store is up. SQLite stores event
 timestamps in whole seconds (Feast's adapter), and the comparison is made on those. Feast shares
 one connection among a process's threads, so the threads' writes take turns (one transaction on a
 connection at a time).
@@ -18,8 +27,13 @@ feature_repo/feature_store.yaml names it by its class path; its config is
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -39,6 +53,7 @@ from feast.utils import to_naive_utc
 
 CLASS_PATH = "rtrec.sqlite_online_store.NewestWinsSqliteOnlineStore"
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
+WRITER_WAIT_SECONDS = 5.0  # as SQLite's own busy timeout
 CHUNK = 500  # entity keys per lookup of stored timestamps (SQLite's limit on bound parameters is 999+)
 
 
@@ -51,8 +66,41 @@ def _seconds(ts: datetime) -> int:
     return adapt_datetime_epoch(to_naive_utc(ts))
 
 
+class StoreBusy(TimeoutError):
+    """The online database stayed locked by other writers past the busy timeout: the store is up."""
+
+
 class NewestWinsSqliteOnlineStore(SqliteOnlineStore):
     _write_mutex = threading.Lock()
+    _writer_fd: int | None = None
+
+    def _get_conn(self, config: RepoConfig):
+        fresh = self._conn is None
+        conn = super()._get_conn(config)
+        if fresh:
+            conn.execute("pragma journal_mode=wal")  # kept in the database file; every process sees it
+            conn.execute("pragma synchronous=normal")
+            self._writer_fd = os.open(f"{self._get_db_path(config)}.writer", os.O_RDWR | os.O_CREAT, 0o644)
+        return conn
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """This process's turn to write: threads take turns on a mutex, processes on the flock,
+        tried every half millisecond for at most WRITER_WAIT_SECONDS (then `StoreBusy`)."""
+        with self._write_mutex:
+            deadline = time.monotonic() + WRITER_WAIT_SECONDS
+            while True:
+                try:
+                    fcntl.flock(self._writer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise StoreBusy(f"online database busy: no turn to write in {WRITER_WAIT_SECONDS} s") from None
+                    time.sleep(0.0005)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
 
     def online_write_batch(
         self,
@@ -65,8 +113,13 @@ class NewestWinsSqliteOnlineStore(SqliteOnlineStore):
         name = _quote_id(_table_id(config.project, table, config.registry.enable_online_feature_view_versioning))
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(row[0], entity_key_serialization_version=version) for row in data]
-        with self._write_mutex:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writer():
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                if "locked" in str(err) or "busy" in str(err):
+                    raise StoreBusy(f"online database busy: {err}") from err
+                raise
             try:
                 latest = self._stored_seconds(conn, name, keys)
                 newer: dict[bytes, Row] = {}  # per entity, the newest row of the batch that beats the stored one

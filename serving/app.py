@@ -23,7 +23,7 @@ from serving.experiments import Experiments
 from serving.feedback_log import FeedbackLog
 from serving.forgetting import finish_pending
 from serving.impressions import ImpressionLog
-from serving.middleware import observe
+from serving.middleware import Observe
 from serving.model_holder import ModelHolder, watch
 from serving.online_ctr import SlidingWindow
 from serving.routes import demo, events, history, items, monitoring, recommendations, users
@@ -56,14 +56,14 @@ async def lifespan(app: FastAPI):
         state.catalog.refresh,
         partial(finish_pending, state.user_state, state.locks, state.feedback),
         state.ctr_window.publish,
-        metrics.forget_dead_workers,
+        partial(metrics.forget_dead_workers, metrics.workers_dir(settings.prometheus_dir)),
     )
     watcher = threading.Thread(target=watch, args=(stop, settings.serving_tick_seconds, *refreshers), daemon=True)
     watcher.start()
     yield
     stop.set()
     state.impressions.close()
-    metrics.forget_dead_workers(own_too=True)
+    metrics.forget_dead_workers(metrics.workers_dir(settings.prometheus_dir), own_too=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Real-time personalized recommendations and the feedback write path.",
     )
     app.state.settings = settings or get_settings()
-    app.middleware("http")(observe)
+    app.add_middleware(Observe)
     for resource in (recommendations, events, users, history, items, monitoring, demo):
         app.include_router(resource.router)
     return app

@@ -19,51 +19,25 @@ from serving.online_ctr import SlidingWindow
 BEARER = HTTPBearer(auto_error=False)
 
 
-async def app_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def _from_state(name: str):
+    """A dependency that returns `app.state.<name>` of the app serving the request."""
+
+    async def dependency(request: Request):
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = name
+    return dependency
 
 
-async def models(request: Request) -> ModelHolder:
-    return request.app.state.models
-
-
-async def catalog(request: Request) -> Catalog:
-    return request.app.state.catalog
-
-
-async def feedback(request: Request) -> FeedbackLog:
-    return request.app.state.feedback
-
-
-async def user_state(request: Request) -> UserStateTable:
-    return request.app.state.user_state
-
-
-async def locks(request: Request) -> UserLocks:
-    return request.app.state.locks
-
-
-async def experiments(request: Request) -> Experiments:
-    return request.app.state.experiments
-
-
-async def impressions(request: Request) -> ImpressionLog:
-    return request.app.state.impressions
-
-
-async def ctr_window(request: Request) -> SlidingWindow:
-    return request.app.state.ctr_window
-
-
-SettingsDep = Annotated[Settings, Depends(app_settings)]
-ModelsDep = Annotated[ModelHolder, Depends(models)]
-CatalogDep = Annotated[Catalog, Depends(catalog)]
-FeedbackDep = Annotated[FeedbackLog, Depends(feedback)]
-UserStateDep = Annotated[UserStateTable, Depends(user_state)]
-LocksDep = Annotated[UserLocks, Depends(locks)]
-ExperimentsDep = Annotated[Experiments, Depends(experiments)]
-ImpressionsDep = Annotated[ImpressionLog, Depends(impressions)]
-CtrWindowDep = Annotated[SlidingWindow, Depends(ctr_window)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+ModelsDep = Annotated[ModelHolder, Depends(_from_state("models"))]
+CatalogDep = Annotated[Catalog, Depends(_from_state("catalog"))]
+FeedbackDep = Annotated[FeedbackLog, Depends(_from_state("feedback"))]
+UserStateDep = Annotated[UserStateTable, Depends(_from_state("user_state"))]
+LocksDep = Annotated[UserLocks, Depends(_from_state("locks"))]
+ExperimentsDep = Annotated[Experiments, Depends(_from_state("experiments"))]
+ImpressionsDep = Annotated[ImpressionLog, Depends(_from_state("impressions"))]
+CtrWindowDep = Annotated[SlidingWindow, Depends(_from_state("ctr_window"))]
 
 
 async def require_token(

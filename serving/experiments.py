@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from model.registry import Registry
-from rtrec.durable import fsync_dir
+from rtrec.durable import append_json_line, fsync_dir, replace_durably
 
 POPULAR = "popular"
 ARMS = ("control", "treatment")
@@ -143,7 +143,7 @@ class Experiments:
             )
             self.impressions_dir(experiment.id).mkdir(parents=True, exist_ok=True)
             self._record({"action": "start", "experiment": asdict(replace(experiment, salt=None))})
-            self._write_pointer(json.dumps(asdict(experiment)))
+            replace_durably(self.pointer, json.dumps(asdict(experiment)))  # workers read all of it or none
         return experiment
 
     def stop(self, winner: str | None = None) -> Experiment:
@@ -192,16 +192,4 @@ class Experiments:
     def _record(self, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         entry["at"] = datetime.now(UTC).isoformat()
-        with self.log.open("a") as log:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
-
-    def _write_pointer(self, text: str) -> None:
-        tmp = self.pointer.with_name(f".current.{os.getpid()}")
-        with tmp.open("w") as pointer:
-            pointer.write(text)
-            pointer.flush()
-            os.fsync(pointer.fileno())
-        os.replace(tmp, self.pointer)  # workers read the old experiment or the new one, never half of one
-        fsync_dir(self.root)
+        append_json_line(self.log, entry)

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the API (multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set).
+"""Prometheus metrics of the API (summed over the workers of `rtrec serve --workers N`).
 
 No label ever holds a user id: endpoints are route templates, and the rest are fixed vocabularies."""
 
@@ -90,17 +90,24 @@ def breaker_rejected() -> None:
     ONLINE_STORE_REJECTED.inc()
 
 
-def forget_dead_workers(own_too: bool = False) -> None:
+def workers_dir(prometheus_dir: Path) -> Path | None:
+    """`prometheus_dir` when `rtrec serve` runs several workers that sum their values there, else None.
+
+    Not merely "PROMETHEUS_MULTIPROC_DIR is set": importing Feast sets it to a temporary folder of
+    its own in every process, and this worker's values would then be read from the wrong place."""
+    return prometheus_dir if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(prometheus_dir) else None
+
+
+def forget_dead_workers(directory: Path | None, own_too: bool = False) -> None:
     """Drop the live gauges of worker processes that are gone (and this one's when `own_too`, at
     shutdown): a worker killed by a signal never says so, and its last window counts and model
-    version would stay in every sum."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
+    version would stay in every sum. `directory`: see `workers_dir` (None: one process, nothing to do)."""
+    if directory is None:
         return
     pids = {int(path.stem.rsplit("_", 1)[1]) for path in Path(directory).glob("gauge_live*_*.db")}
     for pid in pids:
         if (own_too and pid == os.getpid()) or not _alive(pid):
-            multiprocess.mark_process_dead(pid, directory)
+            multiprocess.mark_process_dead(pid, str(directory))
 
 
 def _alive(pid: int) -> bool:

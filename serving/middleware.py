@@ -2,7 +2,7 @@
 template (not per URL, which would make a label per user).
 
 A body is limited twice: a declared Content-Length over the limit is refused before anything is
-read (`observe`), and the bytes actually received are counted while they are read, so a chunked
+read (`Observe`), and the bytes actually received are counted while they are read, so a chunked
 body (no Content-Length) or a lying one is cut off with a 413 as soon as it passes the limit,
 without reading the rest.
 `BodyLimitRoute` does the counting for the routes of a router that read bodies
@@ -14,7 +14,7 @@ import time
 from fastapi import HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.types import Message, Receive
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import metrics
 
@@ -60,14 +60,33 @@ class BodyLimitRoute(APIRoute):
         return limited_handler
 
 
-async def observe(request: Request, call_next) -> Response:
-    length = request.headers.get("content-length")
-    if length and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-        return too_large(MAX_BODY_BYTES)
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    endpoint = getattr(route, "path", "unmatched")
-    metrics.REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
-    metrics.LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
-    return response
+class Observe:
+    """Pure ASGI middleware (no per-request Request/Response objects, no extra task, unlike
+    `@app.middleware`): refuses a declared oversized body, then counts and times the request under
+    its route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
+                await too_large(MAX_BODY_BYTES)(scope, receive, send)
+                return
+        started, status = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", "unmatched")  # the router sets it on this scope
+            metrics.REQUESTS.labels(scope["method"], endpoint, str(status)).inc()
+            metrics.LATENCY.labels(scope["method"], endpoint).observe(time.perf_counter() - started)

@@ -237,6 +237,7 @@ def test_clicks_in_one_category_raise_its_share_and_show_in_the_history(shop, se
     first = shown(page)
     assert len(first) == 10 and not any(h for _, _, h in first)  # nothing is new in the first list
     assert page.inner_text("#model-version") == Registry(shop / "models").current()
+    assert page.inner_text("#arm") == "no experiment"
     assert page.inner_text("#list-kind") == "personalized"
     frame = catalog_frame(shop)
     assert all(frame.loc[i, "category"] == c for i, c, _ in first)  # categories come from the catalog

@@ -320,7 +320,7 @@ def test_nightly_reports_a_running_experiment_as_an_artifact(tmp_path, monkeypat
     assert [r["arm"] for r in rows] == ["control", "treatment", "treatment - control"]
 
 
-def test_a_killed_workers_live_gauges_leave_the_sums(tmp_path, monkeypatch):
+def test_a_killed_workers_live_gauges_leave_the_sums(tmp_path):
     script = (
         "from serving import metrics; metrics.WINDOW_IMPRESSIONS.labels('v', 'control').set(7); "
         "import os; os._exit(0)"  # gone without a word, as after a SIGKILL
@@ -328,6 +328,5 @@ def test_a_killed_workers_live_gauges_leave_the_sums(tmp_path, monkeypatch):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=Path(__file__).parents[1])
     assert list(tmp_path.glob("gauge_livesum_*.db"))
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    forget_dead_workers()
+    forget_dead_workers(tmp_path)
     assert not list(tmp_path.glob("gauge_livesum_*.db"))

@@ -4,6 +4,7 @@ busy user lock, and removing forgotten users' rows. On SQLite and on a real redi
 import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from rtrec.online_state import (
     remove_user_keys,
 )
 from rtrec.settings import get_settings
+from rtrec.sqlite_online_store import StoreBusy
 
 
 class Online:
@@ -163,6 +165,25 @@ def test_a_busy_user_lock_is_waited_on_briefly_and_does_not_open_the_breaker(onl
     assert online.table.breaker.state == "closed"
     online.push(user, "a")
     assert online.items(user) == ["a"]
+
+
+def test_a_locked_sqlite_store_is_busy_not_down_and_reads_never_wait_for_a_write(tmp_path, monkeypatch):
+    online = online_on(monkeypatch, tmp_path / "data", "sqlite")
+    user = new_user()
+    online.push(user, "a")
+    writer = sqlite3.connect(online.settings.feast_dir / "online.db")
+    assert writer.execute("pragma journal_mode").fetchone() == ("wal",)
+    writer.execute("begin immediate")  # another process holds the write lock past the busy timeout
+    try:
+        assert online.items(user) == ["a"]  # reads go on
+        with pytest.raises(StoreBusy):
+            online.push(user, "b")
+        assert online.table.breaker.state == "closed"  # busy is not down: the next push is not failed fast
+    finally:
+        writer.rollback()
+        writer.close()
+    online.push(user, "b")
+    assert online.items(user) == ["a", "b"]
 
 
 class Clock:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from rtrec.online_state import LockTimeout, StoreUnavailable, push_event
+from rtrec.sqlite_online_store import StoreBusy
 from serving import metrics
 from serving.deps import CtrWindowDep, FeedbackDep, LocksDep, ModelsDep, SettingsDep, UserStateDep, require_token
 from serving.experiments import served_by
@@ -108,7 +109,7 @@ def post_events(
             )
             if pending is not None:  # the write carried the tombstone
                 feedback.forgotten_online(event.user_id, pending)
-        except (StoreUnavailable, LockTimeout) as err:  # durable already; the nightly run brings it online
+        except (StoreUnavailable, LockTimeout, StoreBusy) as err:  # durable already; the nightly run brings it online
             metrics.ONLINE_WRITE_FAILURES.inc()
             log.warning("online update failed for event %s: %s", event.event_id, err)
         except Exception:  # durable in the log already; the next batch run brings it online

@@ -5,19 +5,18 @@ are popular lists only (no model could be loaded: `model_error` says why) or not
 the registry names, or when this worker fails online-store calls fast (`online_store` is its
 circuit breaker's state: "closed", "open", or "half-open" when the next call is a trial)."""
 
-import os
-
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from serving.deps import CatalogDep, ModelsDep, UserStateDep
+from serving.deps import CatalogDep, ModelsDep, SettingsDep, UserStateDep
+from serving.metrics import workers_dir
 from serving.online_ctr import ctr_family
 
 router = APIRouter()
 
 
 @router.get("/healthz")
-def healthz(models: ModelsDep, catalog: CatalogDep, user_state: UserStateDep) -> dict:
+async def healthz(models: ModelsDep, catalog: CatalogDep, user_state: UserStateDep) -> dict:
     store = user_state.breaker.state
     degraded = models.degraded or store == "open"
     return {
@@ -41,10 +40,10 @@ class _Collected:
 
 
 @router.get("/metrics")
-def prometheus() -> Response:
-    # `rtrec serve --workers N` sets the directory where the worker processes' counters are summed
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        families = list(multiprocess.MultiProcessCollector(None).collect())
+def prometheus(settings: SettingsDep) -> Response:
+    directory = workers_dir(settings.prometheus_dir)  # set by `rtrec serve --workers N`: sum the workers
+    if directory is not None:
+        families = list(multiprocess.MultiProcessCollector(None, str(directory)).collect())
     else:
         families = list(REGISTRY.collect())
     out = CollectorRegistry(auto_describe=False)

@@ -4,13 +4,19 @@ Users the model knows nothing about get the popular list (`cold_start`); when th
 cannot be read, or the model fails, everyone does (`fallback`): neither fails a recommendation
 request. In an experiment the user's arm picks the model, and the list served is logged for the
 experiment's report. Log lines name the request id, never the user.
+
+The handler runs on the event loop, not in the thread pool: its work is a local read and one
+small model call, all CPU, and each worker has a core, so a hop to a thread and back (and the
+threads taking turns on the GIL) would cost more than it lets overlap. The body is encoded by
+orjson from plain values; `Recommendations` still documents it (OpenAPI, the contract tests).
 """
 
 import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 
 from model.inference import Recommender
 from rtrec.online_state import UserState
@@ -28,7 +34,7 @@ from serving.deps import (
 )
 from serving.experiments import NO_ARM, POPULAR, request_id
 from serving.forgetting import read_user
-from serving.schemas import Recommendations, ScoredItem, UserIdPath
+from serving.schemas import Recommendations, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
 router = APIRouter()
@@ -45,7 +51,7 @@ def ranked(recommender: Recommender | None, user: UserState, have: set[str], k: 
 
 
 @router.get("/v1/recommendations/{user_id}", response_model=Recommendations)
-def recommendations(
+async def recommendations(
     user_id: UserIdPath,
     models: ModelsDep,
     catalog: CatalogDep,
@@ -56,14 +62,14 @@ def recommendations(
     impressions: ImpressionsDep,
     ctr_window: CtrWindowDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> Recommendations:
+) -> Response:
     route, shelf = models.route(user_id), catalog.current  # one model and one catalog per request
     version, arm = route.version, route.arm
     rid = request_id(arm or NO_ARM, version or POPULAR)
     popular_arm = route.experiment is not None and version == POPULAR
     shadow: list | None = None
 
-    def answer(scored: list[tuple[str, float]], **flags: bool) -> Recommendations:
+    def answer(scored: list[tuple[str, float]], **flags: bool) -> Response:
         label = (version or POPULAR, arm or NO_ARM)
         metrics.IMPRESSIONS.labels(*label).inc()
         ctr_window.impression(*label)
@@ -76,15 +82,17 @@ def recommendations(
                 impressions.record(experiments.impressions_dir(route.experiment.id), line)
             except OSError:  # the report loses a list; the user still gets theirs
                 log.exception("request %s: impression not logged", rid)
-        return Recommendations(
-            user_id=user_id,
-            items=[ScoredItem(item_id=i, score=s) for i, s in scored],
-            model_version=version,
-            request_id=rid,
-            arm=arm,
-            experiment_id=route.experiment.id if route.experiment else None,
-            **flags,
-        )
+        body = {
+            "user_id": user_id,
+            "items": [{"item_id": i, "score": s} for i, s in scored],
+            "model_version": version,
+            "request_id": rid,
+            "cold_start": flags.get("cold_start", False),
+            "fallback": flags.get("fallback", False),
+            "arm": arm,
+            "experiment_id": route.experiment.id if route.experiment else None,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     try:
         user = read_user(user_state, feedback, user_id)
