@@ -265,7 +265,7 @@ app.add_typer(experiment_app, name="experiment")
 
 
 def _experiments():
-    from serving.experiments import Experiments
+    from model.experiments import Experiments
 
     return Experiments(get_settings().experiments_dir, _registry())
 
@@ -278,8 +278,8 @@ def experiment_start(
     shadow: Annotated[bool, typer.Option(help="Score and log the treatment, but show everyone the control.")] = False,
 ) -> None:
     """Start an experiment; the API's workers serve it from their next tick, each user in one arm."""
+    from model.experiments import ExperimentError
     from model.registry import RegistryError
-    from serving.experiments import ExperimentError
 
     try:
         experiment = _experiments().start(control, treatment, share, shadow)
@@ -295,8 +295,8 @@ def experiment_report(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Per arm: lists served, clicks, add-to-carts, purchases, CTR with its 95% interval; and the difference."""
-    from serving.experiment_report import experiment_report as run
-    from serving.experiments import ExperimentError
+    from model.experiment_report import experiment_report as run
+    from model.experiments import ExperimentError
 
     try:
         report = run(_experiments(), get_settings().feedback_dir, experiment_id)
@@ -317,8 +317,8 @@ def experiment_stop(
     winner: Annotated[str | None, typer.Option(help="Promote this version through the registry.")] = None,
 ) -> None:
     """Stop the running experiment; with --winner, that version becomes the current model."""
+    from model.experiments import ExperimentError
     from model.registry import RegistryError
-    from serving.experiments import ExperimentError
 
     try:
         experiment = _experiments().stop(winner)

@@ -19,11 +19,11 @@ from flows.etl import etl
 from flows.materialize import materialize
 from flows.progress import summary
 from flows.train import train
+from model.experiment_report import experiment_report
+from model.experiments import Experiments
 from model.registry import Registry
 from rtrec.privacy import redact_landing
 from rtrec.settings import get_settings
-from serving.experiment_report import experiment_report
-from serving.experiments import Experiments
 
 LOCK_NAME = "nightly.lock"
 
@@ -108,6 +108,13 @@ DONE = {
 }
 
 
+def done_line(name: str, result) -> str:
+    try:
+        return DONE[name](result)
+    except (KeyError, AttributeError, TypeError):  # a result without the usual fields still gets its line
+        return f"{name}: done"
+
+
 @task(name="experiment-report")
 def report_experiment() -> dict | None:
     """The running experiment's report (None without one), also as the `experiment-report` artifact."""
@@ -153,7 +160,7 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
                 raise NightlyStepFailed(
                     f"nightly step '{name}' failed: {err}\nleft unchanged: {LEFT_UNCHANGED[name]}"
                 ) from err
-            summary("%s", DONE[name](results[name]))
+            summary("%s", done_line(name, results[name]))
         try:  # the model and the data are done: a report that fails is logged, not a failed run
             results["experiment"] = report_experiment()
         except Exception:

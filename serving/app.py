@@ -12,6 +12,7 @@ from functools import partial
 import torch
 from fastapi import FastAPI
 
+from model.experiments import Experiments
 from model.registry import Registry
 from rtrec.feature_store import open_store
 from rtrec.landing import ensure_landing_zone
@@ -19,7 +20,6 @@ from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
 from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.catalog import Catalog
-from serving.experiments import Experiments
 from serving.feedback_log import FeedbackLog
 from serving.forgetting import finish_pending
 from serving.impressions import ImpressionLog

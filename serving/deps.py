@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from model.experiments import Experiments
 from rtrec.online_state import UserLocks, UserStateTable
 from rtrec.settings import Settings
 from serving.catalog import Catalog
-from serving.experiments import Experiments
 from serving.feedback_log import FeedbackLog
 from serving.impressions import ImpressionLog
 from serving.model_holder import ModelHolder

@@ -10,10 +10,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from model.experiments import POPULAR, Experiment, Experiments
 from model.inference import Recommender
 from model.registry import Registry
 from serving import metrics
-from serving.experiments import POPULAR, Experiment, Experiments
 
 log = logging.getLogger("rtrec.serving")
 RETRY_SECONDS = 30.0  # a version that failed to load is tried again after this, or when the pointer moves

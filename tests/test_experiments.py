@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.experiment_report import experiment_report, ratio_estimate
+from model.experiments import Experiment, ExperimentError, Experiments, request_id, served_by
 from model.registry import Registry, RegistryError
 from rtrec.settings import get_settings
 from serving.app import create_app
-from serving.experiment_report import experiment_report, ratio_estimate
-from serving.experiments import Experiment, ExperimentError, Experiments, request_id, served_by
 from serving.metrics import forget_dead_workers
 from serving.online_ctr import SlidingWindow, ctr_family
 from tests.http_server import AUTH, Server

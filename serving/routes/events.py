@@ -11,11 +11,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
+from model.experiments import served_by
 from rtrec.online_state import LockTimeout, StoreUnavailable, push_event
 from rtrec.sqlite_online_store import StoreBusy
 from serving import metrics
 from serving.deps import CtrWindowDep, FeedbackDep, LocksDep, ModelsDep, SettingsDep, UserStateDep, require_token
-from serving.experiments import served_by
 from serving.feedback_log import NotDurable
 from serving.middleware import BodyLimitRoute
 from serving.schemas import Accepted, Event, EventBatch

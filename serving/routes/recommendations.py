@@ -18,6 +18,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Response
 
+from model.experiments import NO_ARM, POPULAR, request_id
 from model.inference import Recommender
 from rtrec.online_state import UserState
 from serving import metrics
@@ -32,7 +33,6 @@ from serving.deps import (
     SettingsDep,
     UserStateDep,
 )
-from serving.experiments import NO_ARM, POPULAR, request_id
 from serving.forgetting import read_user
 from serving.schemas import Recommendations, UserIdPath
 

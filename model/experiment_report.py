@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from serving.experiments import ARMS, Experiment, Experiments
+from model.experiments import ARMS, Experiment, Experiments
 
 Z95 = 1.959963984540054
 
