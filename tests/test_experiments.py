@@ -330,3 +330,41 @@ def test_a_killed_workers_live_gauges_leave_the_sums(tmp_path):
     assert list(tmp_path.glob("gauge_livesum_*.db"))
     forget_dead_workers(tmp_path)
     assert not list(tmp_path.glob("gauge_livesum_*.db"))
+
+
+def test_a_failing_shadow_model_is_counted_and_never_touches_the_users_list(tmp_path, monkeypatch, good_model):
+    _, experiments = two_versions(tmp_path, monkeypatch, good_model)
+    with TestClient(create_app(get_settings().model_copy(update={"serving_tick_seconds": 3600}))) as client:
+        experiment = experiments.start("v-a", "v-b", 0.5, shadow=True)
+        client.app.state.models.refresh()
+        user = next(f"shadow-broken-{n}" for n in range(100) if experiment.arm(f"shadow-broken-{n}") == "treatment")
+        view = {"user_id": user, "item_id": "i3", "event_type": "view"}
+        assert client.post("/v1/events", json=view, headers=AUTH).status_code == 202
+        shadow = client.app.state.models.running.models["v-b"]
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("shadow exploded")
+
+        monkeypatch.setattr(shadow, "recommend", broken)
+        before = REGISTRY.get_sample_value("rtrec_shadow_errors_total") or 0.0
+        body = client.get(f"/v1/recommendations/{user}").json()
+        assert (body["model_version"], body["arm"], body["fallback"]) == ("v-a", "treatment", False)
+        assert len(body["items"]) == 10
+        assert REGISTRY.get_sample_value("rtrec_shadow_errors_total") == before + 1
+        files = experiments.impressions_dir(experiment.id).glob("*.jsonl")
+        (line,) = [json.loads(line) for path in files for line in path.open()]
+        assert line["shadow_items"] is None and len(line["items"]) == 10  # the list is logged, the shadow is not
+
+
+def test_a_failing_experiment_report_never_fails_the_nightly_run(data_dir, monkeypatch, prefect_harness):
+    import flows.nightly
+
+    for step, result in (("forget_in_landing", {}), ("etl", {}), ("materialize", {}), ("train", "trained")):
+        monkeypatch.setattr(flows.nightly, step, lambda result=result, **_: result)
+
+    def broken():
+        raise OSError("impressions unreadable")
+
+    monkeypatch.setattr(flows.nightly, "report_experiment", broken)
+    results = flows.nightly.nightly(preset_name="tiny")
+    assert results["train"] == "trained" and "experiment" not in results
