@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
+import subprocess
+import tempfile
+from pathlib import Path
 
+import psutil
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.progress import summary
 from model.config import preset
 from model.data import load_marts
+from model.distributed import EPOCH_LINE, command, environment
 from model.lifecycle import TrainReport, train_and_register
 from model.registry import Registry
 from rtrec.settings import get_settings
@@ -20,6 +27,8 @@ METRICS = ("validation_ndcg@10", "validation_hr@10", "test_ndcg@10", "test_hr@10
 @task(name="train-evaluate-register")
 def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -> TrainReport:
     settings = get_settings()
+    if settings.train_processes > 1:
+        return train_distributed(settings.train_processes, preset_name, epochs, device)
     model_cfg, train_cfg = preset(preset_name, device=device, **({"epochs": epochs} if epochs else {}))
     registry = Registry(settings.models_dir)
     # a crash mid-training resumes from this checkpoint when the flow is retried
@@ -32,6 +41,47 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
         progress=False,
         on_epoch=log_epoch,
     )
+
+
+def train_distributed(processes: int, preset_name: str, epochs: int | None, device: str) -> TrainReport:
+    """The same step under torchrun with `processes` ranks (model/distributed.py): a line per epoch
+    as rank 0 reports it, the same checkpoint, registry and promotion gate. If this task stops
+    (failure, cancellation), torchrun and its ranks stop with it: no orphan trains beside a retry."""
+    settings = get_settings()
+    with tempfile.TemporaryDirectory() as scratch:
+        report_path = Path(scratch) / "report.json"
+        line = command(processes, preset_name, epochs, device, settings.marts_dir, settings.models_dir, report_path)
+        run = subprocess.Popen(
+            line, env=environment(processes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        tail: list[str] = []
+        try:
+            for output in run.stdout:
+                if output.startswith(EPOCH_LINE):
+                    log_epoch(json.loads(output[len(EPOCH_LINE) :]))
+                else:
+                    tail = [*tail[-40:], output.rstrip()]
+            failed = run.wait() != 0
+        finally:
+            stop_tree(run.pid)
+        if failed:
+            raise RuntimeError(f"torchrun with {processes} processes failed:\n" + "\n".join(tail))
+        report = json.loads(report_path.read_text())
+    report.pop("processes")
+    return TrainReport(**report)
+
+
+def stop_tree(pid: int) -> None:
+    """SIGKILL a process and its descendants that are still running (torchrun starts each rank in a
+    session of its own, so killing torchrun alone would leave them training)."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def log_epoch(record: dict) -> None:

@@ -1,7 +1,14 @@
-"""Training: loss at every position, early stopping on validation NDCG@10, resumable checkpoints."""
+"""Training: loss at every position, early stopping on validation NDCG@10, resumable checkpoints.
+
+Under torchrun (model/distributed.py starts it) the same `train` runs in every process: every rank
+draws the same length-sorted batches (one generator seed) and takes its share of each one (rows
+rank, rank + N, ...), and DistributedDataParallel averages the gradients, so an epoch takes as many
+optimizer steps as with one process. Rank 0 alone evaluates, keeps the best weights and writes the
+checkpoint, and tells the others when to stop."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -10,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from model.checkpoint import TrainState
@@ -53,24 +62,59 @@ def window_tensors(data: SequenceData, model_cfg: ModelConfig, train_cfg: TrainC
     return tuple(torch.from_numpy(a) for a in windows)
 
 
+class Loss(torch.nn.Module):
+    """The model's loss as a module's forward, which is what DistributedDataParallel wraps."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: torch.Tensor, negatives: int = 0) -> torch.Tensor:
+        return self.model.loss(*batch, negatives)
+
+
 def train_epoch(
-    state: TrainState, windows: tuple[torch.Tensor, ...], train_cfg: TrainConfig, device: torch.device
-) -> float:
-    """One pass over the windows in length-sorted batches; the mean batch loss."""
+    state: TrainState,
+    windows: tuple[torch.Tensor, ...],
+    train_cfg: TrainConfig,
+    device: torch.device,
+    loss_of: torch.nn.Module,
+) -> tuple[float, int]:
+    """One pass over the windows in length-sorted batches: (the mean batch loss, optimizer steps).
+    Under torch.distributed, this rank's share of each batch, through `loss_of` (DDP)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     inputs = windows[0]
     lengths = (inputs > 0).sum(1)
     state.model.train()
     total, batches = 0.0, 0
     for batch in length_batches(lengths, train_cfg.batch_size, state.generator):
+        if len(batch) < world:  # every rank must step together; all of them skip this one
+            continue
+        batch = batch[rank::world]
         width = int(lengths[batch].max())  # sequences are left-padded: keep only the columns in use
         x, e, y, g = (t[batch, -width:].to(device) for t in windows)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = state.model.loss(x, e, y, g, train_cfg.negatives)
+            loss = loss_of(x, e, y, g, negatives=train_cfg.negatives)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
         total, batches = total + loss.item(), batches + 1
-    return total / max(batches, 1)
+    return total / max(batches, 1), batches
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_on_every_rank(value, what: str) -> None:
+    """Raise on every rank unless `value` is the same on all of them."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if len(set(values)) > 1:
+        raise RuntimeError(f"the training processes {what}: {values}")
 
 
 def keep_best(state: TrainState, record: dict) -> None:
@@ -105,23 +149,42 @@ def train(
     state = TrainState(model, optimizer, torch.Generator().manual_seed(train_cfg.seed))
     if checkpoint is not None and checkpoint.exists():
         state.resume(checkpoint)
+    distributed = dist.is_initialized()
+    lead = not distributed or dist.get_rank() == 0
+    if distributed:
+        same_on_every_rank(state.epoch, "resumed from different checkpoints (nodes need one shared models directory)")
+    # DDP broadcasts rank 0's weights when it wraps the model, and averages gradients on backward
+    loss_of = DistributedDataParallel(Loss(model)) if distributed else Loss(model)
     started, first = time.perf_counter(), state.epoch + 1
     epochs = tqdm(
-        range(first, train_cfg.epochs), desc="training", total=train_cfg.epochs, initial=first, disable=not progress
+        range(first, train_cfg.epochs),
+        desc="training",
+        total=train_cfg.epochs,
+        initial=first,
+        disable=not (progress and lead),
     )
     for epoch in epochs:
-        loss = train_epoch(state, windows, train_cfg, device)
-        metrics = evaluate(sasrec_scorer(model, device), data, "validation")
-        record = {"epoch": epoch, "loss": loss, **{f"val_{k}": v for k, v in metrics.items()}}
-        keep_best(state, record)
-        best = state.best["val_ndcg@10"]
-        if on_epoch is not None:
-            on_epoch({**record, "epochs": train_cfg.epochs, "best": best})
-        epochs.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{best:.4f}")
-        if checkpoint is not None:
-            state.save(checkpoint)
-        if state.stale >= train_cfg.patience:
+        epoch_started = time.perf_counter()
+        loss, steps = train_epoch(state, windows, train_cfg, device, loss_of)
+        stop = torch.zeros(1, device=device)  # NCCL broadcasts GPU tensors only
+        if lead:
+            seconds = time.perf_counter() - epoch_started
+            metrics = evaluate(sasrec_scorer(model, device), data, "validation")
+            record = {"epoch": epoch, "loss": loss, "steps": steps, "seconds": seconds}
+            keep_best(state, record | {f"val_{k}": v for k, v in metrics.items()})
+            best = state.best["val_ndcg@10"]
+            if on_epoch is not None:
+                on_epoch({**state.history[-1], "epochs": train_cfg.epochs, "best": best})
+            epochs.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{best:.4f}")
+            if checkpoint is not None:
+                state.save(checkpoint)
+            stop[0] = float(state.stale >= train_cfg.patience)
+        if distributed:
+            dist.broadcast(stop, src=0)
+        if stop.item():
             break
+    if distributed:  # gradients were averaged on every step: the ranks hold the same weights
+        same_on_every_rank(weights_digest(model), "ended with different weights: gradients were not averaged")
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     return TrainResult(model, state.history, state.best, time.perf_counter() - started, str(device))
