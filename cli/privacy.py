@@ -35,6 +35,7 @@ from pathlib import Path
 from rich.console import Console
 
 from rtrec.settings import Settings
+from rtrec.shared_log import traces_of
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 TEXT_SUFFIXES = {".txt", ".log", ".csv", ".tsv", ".md", ".yaml", ".yml"}
@@ -287,6 +288,13 @@ def run_audit(settings: Settings, user_id: str) -> Audit:
             _search_redis(settings, audit, project, version)
         except Exception as err:
             audit.errors.append(("redis online store", f"{type(err).__name__}: {err}"))
+    if settings.feedback_log == "redis":
+        place = f"shared feedback log {settings.feedback_log_url.rsplit('@', 1)[-1]}"
+        try:
+            audit.found.extend((place, what) for what in traces_of(settings.feedback_log_url, user_id))
+            audit.searched.append(place)
+        except Exception as err:
+            audit.errors.append((place, f"{type(err).__name__}: {err}"))
     return audit
 
 
@@ -325,7 +333,7 @@ def forget(settings: Settings, user_id: str, console: Console) -> int:
     from rtrec.feature_store import open_store
     from rtrec.landing import ensure_landing_zone
     from rtrec.online_state import LockTimeout, UserLocks, UserStateTable
-    from serving.feedback_log import FeedbackLog
+    from serving.feedback_log import open_feedback_log
     from serving.forgetting import forget as forget_user
 
     ensure_landing_zone(settings.landing_dir)
@@ -333,7 +341,7 @@ def forget(settings: Settings, user_id: str, console: Console) -> int:
     redis_url = settings.redis_url if settings.online_store == "redis" else None
     locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds, wait=10)
     try:
-        forgetting, cleared = forget_user(table, locks, FeedbackLog(settings.feedback_dir), user_id)
+        forgetting, cleared = forget_user(table, locks, open_feedback_log(settings), user_id)
     except LockTimeout:
         console.print(f"[yellow]{user_id}: the user's events are being written; nothing was forgotten, run it again")
         return 1

@@ -1,5 +1,6 @@
-"""The `nightly` flow: forget -> etl -> materialize -> train, each step stopping the ones after it on
-failure; one run at a time per data directory. While an experiment runs, the run ends with its
+"""The `nightly` flow: [collect ->] forget -> etl -> materialize -> train, each step stopping the ones
+after it on failure; one run at a time per data directory. `collect` runs when the API hosts share
+the Redis feedback log (RTREC_FEEDBACK_LOG=redis). While an experiment runs, the run ends with its
 report as a table artifact."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from model.experiments import Experiments
 from model.registry import Registry
 from rtrec.privacy import redact_landing
 from rtrec.settings import get_settings
+from rtrec.shared_log import collect
 
 LOCK_NAME = "nightly.lock"
 
@@ -33,6 +35,8 @@ class NightlyStepFailed(RuntimeError):
 
 
 LEFT_UNCHANGED = {
+    "collect": "the warehouse, the online store and the current model; events collected before the failure "
+    "are in the landing zone (once), the rest stay in the shared log for the next run",
     "forget": "the warehouse, the online store and the current model (nothing after it ran)",
     "etl": "the online store and the current model (nothing after dbt ran)",
     "materialize": "the current model; the warehouse and marts already hold tonight's data",
@@ -74,6 +78,17 @@ def data_dir_lock(data_dir: Path) -> Iterator[str | None]:
         os.close(fd)
 
 
+@task(name="collect-shared-feedback-log")
+def collect_shared_log() -> dict:
+    """Move every API host's events and deletions from the shared Redis log into the landing zone."""
+    settings = get_settings()
+    done = collect(settings.feedback_log_url, settings.landing_dir, settings.feedback_file_max_bytes)
+    get_run_logger().info(
+        "collected %d event(s) into %d file(s) and %d deletion(s)", done.events, len(done.files), done.deletions
+    )
+    return {"events": done.events, "files": done.files, "deletions": done.deletions}
+
+
 @task(name="forget-in-landing-zone")
 def forget_in_landing() -> dict:
     """Rewrite the landing zone's batch files and users.parquet without forgotten users' rows, before
@@ -95,6 +110,7 @@ def _quarantined(counts: dict[str, int]) -> str:
 
 # the compact view's line for each step's result
 DONE = {
+    "collect": lambda r: f"collect: {r['events']:,} event(s) and {r['deletions']:,} deletion(s) from the shared log",
     "forget": lambda r: f"forget: {r['users']:,} deletion(s) on record, {r['rows_removed']:,} landing row(s) removed",
     "etl": lambda r: (
         f"etl: {r.get('events_in', 0):,} events checked, {r.get('accepted', 0):,} accepted; "
@@ -143,11 +159,14 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
     """The steps' results by name; `{"skipped": reason}` when another nightly run holds the data
     directory (the run is skipped, not queued: the next schedule runs on fresh data anyway)."""
     steps = {
+        "collect": lambda: collect_shared_log(),
         "forget": lambda: forget_in_landing(),
         "etl": lambda: etl(),
         "materialize": lambda: materialize(),
         "train": lambda: train(preset_name=preset_name, epochs=epochs, device=device),
     }
+    if get_settings().feedback_log != "redis":
+        del steps["collect"]
     with data_dir_lock(get_settings().data_dir) as busy:
         if busy:
             get_run_logger().warning("nightly run skipped: %s", busy)

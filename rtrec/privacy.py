@@ -4,7 +4,8 @@ The rule, the same online and in dbt (models/staging/stg_deletions.sql): what a 
 stays forgotten, and events that arrive after it start a new history. ``landing/deletions.jsonl``
 holds ``{user_id, deleted_at}`` lines; a user's rows that arrived at or before their last deletion
 are forgotten. A feedback line arrives when the API accepts it (``received_at``; the feedback log
-removes a forgotten user's lines itself); a batch file's rows arrive when the file lands (its
+removes a forgotten user's lines itself; the nightly run removes them from the files it collected from
+the shared log); a batch file's rows arrive when the file lands (its
 modification time).
 
 The nightly run rewrites, before dbt reads them, the batch event files and ``users.parquet``
@@ -26,7 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rtrec.durable import replace_durably
 from rtrec.landing import write_parquet_atomically
+from rtrec.shared_log import EPOCH
 
 FINGERPRINT_KEY = b"rtrec.fingerprint"
 LANDED_AT_KEY = b"rtrec.landed_at"
@@ -128,10 +131,34 @@ def _rewrite_without(path: Path, until: dict[str, datetime], now: datetime) -> i
     return removed
 
 
+def _rewrite_collected_without(path: Path, until: dict[str, datetime]) -> int:
+    """Rewrite a feedback file collected from the shared log (rtrec/shared_log.py) without the lines
+    of users forgotten at or after the line arrived; returns the lines removed. The API's own local
+    files are not touched: the local log removes a user's lines itself."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):  # never written by the collector, which writes aside and renames
+            kept.append(line)
+            continue
+        user = record.get("user_id")
+        received_at = _utc(record.get("received_at")) or EPOCH
+        if user not in until or received_at > until[user]:
+            kept.append(line)
+    if len(kept) < len(lines):
+        replace_durably(path, b"".join(kept))
+    return len(lines) - len(kept)
+
+
 def redact_landing(landing_dir: Path, now: datetime | None = None) -> Redaction:
-    """Rewrite the batch event files and users.parquet without forgotten users' rows (each rewrite
-    atomic: temp file, fsync, rename, folder fsync). A file whose rows arrived after a user's last
-    deletion keeps them: that is the user's new history. Run it when no dbt run reads the files."""
+    """Rewrite the batch event files, users.parquet and the feedback collected from the shared log
+    without forgotten users' rows (each rewrite atomic: temp file, fsync, rename, folder fsync). A
+    file whose rows arrived after a user's last deletion keeps them: that is the user's new history.
+    Run it when no dbt run reads the files."""
     now = now or datetime.now(UTC)
     until = forgotten_users(landing_dir)
     done = Redaction(users=len(until))
@@ -140,8 +167,10 @@ def redact_landing(landing_dir: Path, now: datetime | None = None) -> Redaction:
     files = sorted((landing_dir / "events").glob("*.parquet"))
     if (landing_dir / "users.parquet").exists():
         files.append(landing_dir / "users.parquet")
-    for path in files:
-        removed = _rewrite_without(path, until, now)
+    removals = [(path, _rewrite_without(path, until, now)) for path in files]
+    collected = sorted((landing_dir / "feedback").glob("redis-*.jsonl"))
+    removals += [(path, _rewrite_collected_without(path, until)) for path in collected]
+    for path, removed in removals:
         if removed:
             done.files_rewritten.append(str(path.relative_to(landing_dir)))
             done.rows_removed += removed

@@ -50,6 +50,16 @@ def start() -> tuple[subprocess.Popen, str]:
     return launch(port, "--save", "", "--appendonly", "no"), f"redis://127.0.0.1:{port}/0"
 
 
+def start_durable(directory: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A redis-server whose append-only file in `directory` is fsynced on every write, as the shared
+    feedback log needs: (process, url). Started again on the same port and folder, it reloads that file."""
+    port = port or free_port()
+    options = ("--dir", str(directory), "--appendonly", "yes", "--appendfsync", "always", "--save", "")
+    # a plain rewritten file (no compressed RDB preamble): a test can search it for an id byte by byte
+    options += ("--aof-use-rdb-preamble", "no")
+    return launch(port, *options), f"redis://127.0.0.1:{port}/0"
+
+
 @contextmanager
 def running() -> Iterator[str]:
     """A redis-server for the duration of the block; yields its URL."""

@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address `rtrec serve` binds.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")
+    feedback_log: Literal["local", "redis"] = Field(
+        "local",
+        description="Where the API logs accepted events: `local` files on each host, or `redis`, one log every API "
+        "host shares (a repeated event_id is accepted once across hosts; needs appendonly yes and appendfsync "
+        "always), which the nightly flow collects into the landing zone.",
+    )
+    feedback_redis_url: str | None = Field(
+        None, description="The Redis of the shared feedback log (default: redis_url)."
+    )
     feedback_file_max_bytes: int = Field(
         8 * 2**20, ge=4096, description="The API starts a new feedback log file after this many bytes."
     )
@@ -44,8 +53,18 @@ class Settings(BaseSettings):
         description="Seen items whose strongest event type is one of these may be recommended again (e.g. purchase, "
         "for consumables); every other seen item is left out.",
     )
+    train_processes: int = Field(
+        1,
+        ge=1,
+        description="Training processes on this machine: more than 1 runs the train step under torchrun with "
+        "DistributedDataParallel (gloo on CPUs, NCCL on GPUs).",
+    )
     schedule_cron: str | None = Field(None, description="Overrides the nightly schedule prefect.yaml declares.")
     schedule_timezone: str | None = Field(None, description="Overrides the time zone prefect.yaml declares.")
+
+    @property
+    def feedback_log_url(self) -> str:
+        return self.feedback_redis_url or self.redis_url
 
     @property
     def landing_dir(self) -> Path:

@@ -20,7 +20,7 @@ from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
 from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.catalog import Catalog
-from serving.feedback_log import FeedbackLog
+from serving.feedback_log import open_feedback_log
 from serving.forgetting import finish_pending
 from serving.impressions import ImpressionLog
 from serving.middleware import Observe
@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI):
     app.state.user_state = UserStateTable(open_store(settings), breaker)
     redis_url = settings.redis_url if settings.online_store == "redis" else None
     app.state.locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds)
-    app.state.feedback = FeedbackLog(settings.feedback_dir, settings.feedback_file_max_bytes)
+    app.state.feedback = open_feedback_log(settings)
     # serving state: neither a missing mart nor a missing or damaged model stops the worker
     app.state.catalog = Catalog(settings.marts_dir)
     registry = Registry(settings.models_dir)

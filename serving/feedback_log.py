@@ -1,5 +1,8 @@
 """The feedback log: accepted events, durable before the API answers 202.
 
+This is the log of one host (``RTREC_FEEDBACK_LOG=local``, the default); API hosts behind one load
+balancer share the Redis log instead (serving/shared_feedback_log.py). `open_feedback_log` picks.
+
 Files. Each worker process appends to its own JSONL file in ``landing/feedback/`` (dbt's source
 reads them all) and starts a new one once that file holds ``max_file_bytes``; every line carries
 ``seq`` (increasing within its file) and ``received_at`` (ISO-8601 UTC).
@@ -43,15 +46,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from rtrec.durable import fsync_dir
+from rtrec.durable import TornFile, append_durably, cut_back, fsync_dir, write_all
+from rtrec.settings import Settings
+from rtrec.shared_log import from_micros, iso, micros
 
 log = logging.getLogger("rtrec.serving")
 
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SCHEMA = (
     "create table if not exists event_ids (event_id text primary key, user_id text)",
     "create index if not exists event_ids_by_user on event_ids (user_id)",
@@ -74,66 +78,6 @@ class Forgetting:
 
     removed: int
     deleted_at: datetime
-
-
-class TornFile(OSError):
-    """A failed append could not be undone: `path` holds bytes past `size` that were never acknowledged."""
-
-    def __init__(self, path: Path, size: int) -> None:
-        super().__init__(f"{path} could not be cut back to {size} bytes after a failed append")
-        self.path, self.size = path, size
-
-
-def iso(ts: datetime) -> str:
-    """The text of a `received_at` or `deleted_at`: ISO-8601 UTC, always to the microsecond."""
-    return ts.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _micros(ts: datetime) -> int:
-    return (ts - EPOCH) // timedelta(microseconds=1)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(f"write of {len(view)} bytes made no progress")
-        view = view[written:]
-
-
-def _cut_back(path: Path, size: int) -> bool:
-    """Truncate `path` back to `size` and fsync it; False (logged) when even that fails."""
-    try:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
-    except OSError:
-        log.exception("could not cut %s back to %d bytes after a failed append", path, size)
-        return False
-
-
-def append_durably(path: Path, data: bytes) -> int:
-    """Append `data` to `path` and fsync it; returns the file's size before. If the write or the
-    fsync fails, the file is cut back to that size and the error raised (`TornFile` when even the
-    cut fails: the file then ends in a partial write)."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        size = os.fstat(fd).st_size
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        except OSError as err:
-            if not _cut_back(path, size):
-                raise TornFile(path, size) from err
-            raise
-        return size
-    finally:
-        os.close(fd)
 
 
 def _reason(err: BaseException) -> str:
@@ -202,7 +146,7 @@ class FeedbackLog:
             "insert into clock (id, last_us) values (0, ?) on conflict (id) do update set last_us = excluded.last_us",
             (issued,),
         )
-        return EPOCH + timedelta(microseconds=issued)
+        return from_micros(issued)
 
     # -- the folder and the index -------------------------------------------------------------
 
@@ -216,7 +160,7 @@ class FeedbackLog:
             present.add(path.name)
             size = path.stat().st_size
             committed, ours = known.get(path.name, (None, 0))
-            if ours and size > committed and _cut_back(path, committed):
+            if ours and size > committed and cut_back(path, committed):
                 log.warning("cut %s back to its last committed size, %d bytes", path.name, committed)
             elif size != committed:
                 self._adopt(path, ours)
@@ -298,7 +242,7 @@ class FeedbackLog:
             self.index.execute("commit")
         except BaseException as err:
             self._rollback()
-            if isinstance(err, TornFile) or (size is not None and not _cut_back(path, size)):
+            if isinstance(err, TornFile) or (size is not None and not cut_back(path, size)):
                 self.path = None  # never append to a file that ends in a write we could not undo
             raise
         if end is not None and end >= self.max_file_bytes:
@@ -325,7 +269,7 @@ class FeedbackLog:
                 self.index.execute(
                     "insert into pending_forgets values (?, ?) on conflict (user_id) do update "
                     "set deleted_at_us = max(deleted_at_us, excluded.deleted_at_us)",
-                    (user_id, _micros(deleted_at)),
+                    (user_id, micros(deleted_at)),
                 )
                 record = json.dumps({"user_id": user_id, "deleted_at": iso(deleted_at)}) + "\n"
                 recorded = append_durably(self.deletions, record.encode())
@@ -333,7 +277,7 @@ class FeedbackLog:
             except BaseException:
                 self._rollback()
                 if recorded is not None:  # no deletion on record that the index does not hold
-                    _cut_back(self.deletions, recorded)
+                    cut_back(self.deletions, recorded)
                 raise
         return Forgetting(removed, deleted_at)
 
@@ -345,12 +289,12 @@ class FeedbackLog:
             row = self.reader.execute(
                 "select deleted_at_us from pending_forgets where user_id = ?", (user_id,)
             ).fetchone()
-        return EPOCH + timedelta(microseconds=row[0]) if row else None
+        return from_micros(row[0]) if row else None
 
     def pending_forgets(self) -> list[tuple[str, datetime]]:
         with self.reader_mutex:
             rows = self.reader.execute("select user_id, deleted_at_us from pending_forgets").fetchall()
-        return [(user, EPOCH + timedelta(microseconds=us)) for user, us in rows]
+        return [(user, from_micros(us)) for user, us in rows]
 
     def forgotten_online(self, user_id: str, deleted_at: datetime) -> None:
         """The online store holds the deletion of `deleted_at` (or a later one): it is no longer
@@ -360,7 +304,7 @@ class FeedbackLog:
                 self._transaction(
                     lambda: self.index.execute(
                         "delete from pending_forgets where user_id = ? and deleted_at_us <= ?",
-                        (user_id, _micros(deleted_at)),
+                        (user_id, micros(deleted_at)),
                     )
                 )
         except sqlite3.Error as err:
@@ -376,7 +320,7 @@ class FeedbackLog:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -384,3 +328,12 @@ class FeedbackLog:
         fsync_dir(self.dir)
         self._record_size(path.name, len(data))
         return len(lines) - len(kept)
+
+
+def open_feedback_log(settings: Settings):
+    """The feedback log the settings name: this host's files, or the log all hosts share in Redis."""
+    if settings.feedback_log == "redis":
+        from serving.shared_feedback_log import RedisFeedbackLog
+
+        return RedisFeedbackLog(settings.feedback_log_url, settings.redis_timeout_seconds)
+    return FeedbackLog(settings.feedback_dir, settings.feedback_file_max_bytes)

@@ -42,6 +42,20 @@ def redis_url():
         yield url
 
 
+@pytest.fixture
+def durable_redis(tmp_path):
+    """A redis-server of the test's own that fsyncs its append-only file (in tmp_path/redis) on every
+    write, as the shared feedback log needs: a dict with its process, url and folder, changed by tests
+    that restart it."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = {"dir": folder}
+    server["proc"], server["url"] = redis_server.start_durable(folder)
+    yield server
+    server["proc"].kill()
+    server["proc"].wait(10)
+
+
 @pytest.fixture(scope="module")
 def good_model(tmp_path_factory):
     """A tiny trained model version (its directory), copied into the registries of the tests."""

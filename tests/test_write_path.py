@@ -24,9 +24,10 @@ from typer.testing import CliRunner
 from rtrec.feature_store import definitions, open_store
 from rtrec.landing import ensure_landing_zone
 from rtrec.settings import Settings, get_settings
+from rtrec.shared_log import iso
 from serving import deps
 from serving import feedback_log as feedback_module
-from serving.feedback_log import FeedbackLog, NotDurable, iso
+from serving.feedback_log import FeedbackLog, NotDurable
 from tests.http_server import AUTH, TOKEN, Server
 
 
