@@ -51,7 +51,7 @@ def main() -> None:
             rows.append((f"1 process, {threads} thread(s)", result.history))
         console.print(f"torchrun, {args.processes} processes")
         report = root / "report.json"
-        line = command(args.processes, "cpu", args.epochs, "cpu", marts, root / "models", report)
+        line = command(args.processes, "cpu", marts, root / "models", report, epochs=args.epochs, device="cpu")
         subprocess.run(line, check=True, env=environment(args.processes), stdout=subprocess.DEVNULL)
         rows.append((f"torchrun, {args.processes} processes", json.loads(report.read_text())["history"]))
 

@@ -29,7 +29,7 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
     settings = get_settings()
     if settings.train_processes > 1:
         return train_distributed(settings.train_processes, preset_name, epochs, device)
-    model_cfg, train_cfg = preset(preset_name, device=device, **({"epochs": epochs} if epochs else {}))
+    model_cfg, train_cfg = preset(preset_name, **overrides(epochs, device))
     registry = Registry(settings.models_dir)
     # a crash mid-training resumes from this checkpoint when the flow is retried
     return train_and_register(
@@ -43,6 +43,13 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
     )
 
 
+def overrides(epochs: int | None, device: str) -> dict:
+    """What the flow's arguments and the settings change in the preset's TrainConfig."""
+    return {"device": device, "budget_seconds": get_settings().train_budget_seconds} | (
+        {"epochs": epochs} if epochs else {}
+    )
+
+
 def train_distributed(processes: int, preset_name: str, epochs: int | None, device: str) -> TrainReport:
     """The same step under torchrun with `processes` ranks (model/distributed.py): a line per epoch
     as rank 0 reports it, the same checkpoint, registry and promotion gate. If this task stops
@@ -50,7 +57,9 @@ def train_distributed(processes: int, preset_name: str, epochs: int | None, devi
     settings = get_settings()
     with tempfile.TemporaryDirectory() as scratch:
         report_path = Path(scratch) / "report.json"
-        line = command(processes, preset_name, epochs, device, settings.marts_dir, settings.models_dir, report_path)
+        line = command(
+            processes, preset_name, settings.marts_dir, settings.models_dir, report_path, **overrides(epochs, device)
+        )
         run = subprocess.Popen(
             line, env=environment(processes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

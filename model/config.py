@@ -18,6 +18,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     all_windows: bool = True  # train on every max_len window of a long history, not only the last
+    eval_users: int = 20_000  # early stopping validates on a fixed sample of at most this many users
+    budget_seconds: float | None = None  # no epoch is started that would, at the run's mean pace, end past this
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,7 +7,7 @@ one before it the validation target. Index 0 is padding everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,15 @@ class SequenceData:
     events: list[np.ndarray]  # per user: event-type indices (1-based), aligned with items
     times: list[np.ndarray]  # per user: interaction times (epoch seconds), aligned with items
     has_holdout: np.ndarray  # [U] bool: user has validation and test targets
+
+    def sample_users(self, n: int, seed: int) -> SequenceData:
+        """The same data with at most `n` users evaluated (a fixed random sample: the same for a seed)."""
+        evaluated = np.flatnonzero(self.has_holdout)
+        if len(evaluated) <= n:
+            return self
+        mask = np.zeros_like(self.has_holdout)
+        mask[np.random.default_rng(seed).choice(evaluated, n, replace=False)] = True
+        return replace(self, has_holdout=mask)
 
     def holdout(self, split: str) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
         """(users, input items, input event types, gap buckets, targets) for the users evaluated on

@@ -29,12 +29,13 @@ from model.train import train
 EPOCH_LINE = "EPOCH "
 
 
-def command(processes: int, preset_name: str, epochs: int | None, device: str, marts: Path, models: Path, report: Path):
-    """The torchrun command line for one machine with `processes` ranks (run it with `environment`)."""
+def command(processes: int, preset_name: str, marts: Path, models: Path, report: Path, **train: object) -> list[str]:
+    """The torchrun command line for one machine with `processes` ranks (run it with `environment`);
+    `train`: epochs, device, budget_seconds (TrainConfig fields the preset's are replaced with)."""
     line = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    line += ["-m", "model.distributed", "--preset", preset_name, "--device", device]
-    line += ["--marts", str(marts), "--models", str(models), "--report", str(report)]
-    return line + (["--epochs", str(epochs)] if epochs else [])
+    line += ["-m", "model.distributed", "--preset", preset_name, "--marts", str(marts), "--models", str(models)]
+    line += ["--report", str(report)]
+    return line + [f"--{name.replace('_', '-')}={value}" for name, value in train.items() if value is not None]
 
 
 def environment(processes: int) -> dict[str, str]:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--budget-seconds", type=float)
     parser.add_argument("--marts", type=Path, required=True)
     parser.add_argument("--models", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)

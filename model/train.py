@@ -136,7 +136,9 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
-    """Train on the training part of every sequence; keep the weights of the best validation epoch.
+    """Train on the training part of every sequence; keep the weights of the best validation epoch
+    (judged on a fixed sample of at most `eval_users` users). Stops after `patience` epochs without
+    a better one, or before an epoch that would end past `budget_seconds`.
 
     With `checkpoint`, the state after every epoch is saved there and a run that finds one resumes.
     `on_epoch` gets each epoch's record (epoch, loss, validation metrics) with `epochs` (the limit)
@@ -155,6 +157,7 @@ def train(
         same_on_every_rank(state.epoch, "resumed from different checkpoints (nodes need one shared models directory)")
     # DDP broadcasts rank 0's weights when it wraps the model, and averages gradients on backward
     loss_of = DistributedDataParallel(Loss(model)) if distributed else Loss(model)
+    early = data.sample_users(train_cfg.eval_users, train_cfg.seed)  # what each epoch is judged on
     started, first = time.perf_counter(), state.epoch + 1
     epochs = tqdm(
         range(first, train_cfg.epochs),
@@ -169,7 +172,7 @@ def train(
         stop = torch.zeros(1, device=device)  # NCCL broadcasts GPU tensors only
         if lead:
             seconds = time.perf_counter() - epoch_started
-            metrics = evaluate(sasrec_scorer(model, device), data, "validation")
+            metrics = evaluate(sasrec_scorer(model, device), early, "validation")
             record = {"epoch": epoch, "loss": loss, "steps": steps, "seconds": seconds}
             keep_best(state, record | {f"val_{k}": v for k, v in metrics.items()})
             best = state.best["val_ndcg@10"]
@@ -178,7 +181,10 @@ def train(
             epochs.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{best:.4f}")
             if checkpoint is not None:
                 state.save(checkpoint)
-            stop[0] = float(state.stale >= train_cfg.patience)
+            # another epoch at this run's mean pace (evaluation included) would end past the budget
+            spent, finished = time.perf_counter() - started, epoch + 1 - first
+            out_of_time = train_cfg.budget_seconds is not None and spent + spent / finished > train_cfg.budget_seconds
+            stop[0] = float(state.stale >= train_cfg.patience or out_of_time)
         if distributed:
             dist.broadcast(stop, src=0)
         if stop.item():

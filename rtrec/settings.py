@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         description="Training processes on this machine: more than 1 runs the train step under torchrun with "
         "DistributedDataParallel (gloo on CPUs, NCCL on GPUs).",
     )
+    train_budget_seconds: float | None = Field(
+        1200.0,
+        gt=0,
+        description="The nightly training starts no epoch that would, at its pace so far, end past this many "
+        "seconds (unset: no limit); early stopping and the epoch limit still apply.",
+    )
     schedule_cron: str | None = Field(None, description="Overrides the nightly schedule prefect.yaml declares.")
     schedule_timezone: str | None = Field(None, description="Overrides the time zone prefect.yaml declares.")
 

@@ -57,7 +57,7 @@ def test_two_processes_take_the_same_steps_to_the_same_quality_and_pass_the_gate
 
 def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(marts, tmp_path):
     models, report = tmp_path / "models", tmp_path / "report.json"
-    line = command(2, "tiny", LONG_RUN, "cpu", marts, models, report)
+    line = command(2, "tiny", marts, models, report, epochs=LONG_RUN, device="cpu")
     first = subprocess.Popen(line, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (models / "checkpoint.pt").exists():

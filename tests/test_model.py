@@ -250,3 +250,21 @@ def test_rtrec_evaluate_replay_prints_live_and_frozen_per_model(monkeypatch):
         assert model in result.output
     wrong = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "huge"])
     assert wrong.exit_code == 2 and "unknown preset 'huge'" in wrong.output
+
+
+def test_training_starts_no_epoch_that_would_end_past_its_budget():
+    data = cyclic_data()
+    model_cfg, train_cfg = preset("tiny", epochs=5, patience=10)
+    assert len(train(data, model_cfg, replace(train_cfg, budget_seconds=1e-6), progress=False).history) == 1
+    assert len(train(data, model_cfg, replace(train_cfg, budget_seconds=3600), progress=False).history) == 5
+
+
+def test_early_stopping_judges_a_fixed_sample_of_users():
+    data = cyclic_data(users=60)
+    sample = data.sample_users(20, seed=0)
+    chosen = np.flatnonzero(sample.has_holdout)
+    assert len(chosen) == 20 and set(chosen) <= set(np.flatnonzero(data.has_holdout))
+    assert (np.flatnonzero(data.sample_users(20, seed=0).has_holdout) == chosen).all()  # the same every epoch
+    assert data.sample_users(60, seed=0) is data  # no more users than there are: all of them
+    model_cfg, train_cfg = preset("tiny", epochs=1)
+    assert train(data, model_cfg, replace(train_cfg, eval_users=20), progress=False).history[0]["val_users"] == 20
