@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     try:
         data = load_marts(args.marts)
+        changed = {"epochs": args.epochs, "budget_seconds": args.budget_seconds}
         model_cfg, train_cfg = preset(
-            args.preset, device=args.device, **({"epochs": args.epochs} if args.epochs else {})
+            args.preset, device=args.device, **{name: value for name, value in changed.items() if value is not None}
         )
         checkpoint = args.models / "checkpoint.pt"
         if dist.get_rank() != 0:

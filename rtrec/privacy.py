@@ -4,9 +4,9 @@ The rule, the same online and in dbt (models/staging/stg_deletions.sql): what a 
 stays forgotten, and events that arrive after it start a new history. ``landing/deletions.jsonl``
 holds ``{user_id, deleted_at}`` lines; a user's rows that arrived at or before their last deletion
 are forgotten. A feedback line arrives when the API accepts it (``received_at``; the feedback log
-removes a forgotten user's lines itself; the nightly run removes them from the files it collected from
-the shared log); a batch file's rows arrive when the file lands (its
-modification time).
+removes a forgotten user's lines itself, and the nightly run removes them from the files it
+collected from the shared log); a batch file's rows arrive when the file lands (its modification
+time).
 
 The nightly run rewrites, before dbt reads them, the batch event files and ``users.parquet``
 without forgotten users' rows. A rewritten file carries, in its parquet metadata, the fingerprint

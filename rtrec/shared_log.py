@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from rtrec.durable import append_durably, fsync_dir
+from rtrec.durable import append_durably, replace_durably
 
 log = logging.getLogger("rtrec.shared_log")
 
@@ -98,12 +98,14 @@ def require_durable(client) -> None:
     """Refuse a Redis whose append-only file is off or not fsynced on every write."""
     import redis
 
+    def text(value) -> str:
+        return value.decode() if isinstance(value, bytes) else value
+
     try:
-        config = {k.decode() if isinstance(k, bytes) else k: v for k, v in client.config_get("append*").items()}
+        seen = {text(k): text(v) for k, v in client.config_get("append*").items()}
     except redis.ResponseError:  # CONFIG renamed away, as managed Redis services do: the operator vouches
         log.warning("cannot read the shared feedback log's Redis configuration; assuming appendfsync always")
         return
-    seen = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in config.items()}
     if seen.get("appendonly") != "yes" or seen.get("appendfsync") != "always":
         raise SharedLogNotDurable(
             "feedback_log=redis needs a Redis with appendonly yes and appendfsync always, so that a 202 "
@@ -161,18 +163,6 @@ def _entries(client, stream: str, after: str | None) -> Iterator[tuple[str, dict
         start = f"({entry_id}"
 
 
-def _write_collected(feedback_dir: Path, first: str, last: str, lines: list[bytes]) -> Path:
-    path = feedback_dir / f"redis-{first}-{last}.jsonl"
-    tmp = path.with_name(path.name + ".tmp")  # no source pattern matches it
-    with tmp.open("wb") as file:
-        file.writelines(lines)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-    fsync_dir(feedback_dir)
-    return path
-
-
 def _land_events(client, feedback_dir: Path, max_file_bytes: int, done: Collected, lease) -> None:
     batch: list[tuple[str, str]] = []  # (entry id, user) of the lines in `lines`
     lines: list[bytes] = []
@@ -182,7 +172,8 @@ def _land_events(client, feedback_dir: Path, max_file_bytes: int, done: Collecte
         nonlocal size
         if not batch:
             return
-        path = _write_collected(feedback_dir, batch[0][0], batch[-1][0], lines)
+        path = feedback_dir / f"redis-{batch[0][0]}-{batch[-1][0]}.jsonl"
+        replace_durably(path, b"".join(lines))  # written aside under a name no source pattern matches
         client.xtrim(EVENTS, minid=_after(batch[-1][0]), approximate=False)
         with client.pipeline(transaction=False) as pipe:  # the entries left the stream: users stop naming them
             for entry_id, user in batch:
@@ -206,6 +197,14 @@ def _land_events(client, feedback_dir: Path, max_file_bytes: int, done: Collecte
     flush()
 
 
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or not path.stat().st_size:
+        return False
+    with path.open("rb") as file:
+        file.seek(-1, os.SEEK_END)
+        return file.read(1) != b"\n"
+
+
 def _land_deletions(client, deletions: Path, done: Collected) -> None:
     records = [
         {"user_id": fields["user_id"], "deleted_at": iso(from_micros(fields["deleted_us"])), "log_id": entry_id}
@@ -214,7 +213,7 @@ def _land_deletions(client, deletions: Path, done: Collected) -> None:
     if not records:
         return
     data = "".join(json.dumps(r) + "\n" for r in records).encode()
-    if deletions.exists() and deletions.stat().st_size and not deletions.read_bytes().endswith(b"\n"):
+    if _ends_mid_line(deletions):
         data = b"\n" + data  # a line torn by someone else's crash stays a line of its own
     append_durably(deletions, data)  # cut back to where it was if the write or the fsync fails
     client.xtrim(DELETIONS, minid=_after(records[-1]["log_id"]), approximate=False)
@@ -242,7 +241,7 @@ def collect(url: str, landing_dir: Path, max_file_bytes: int) -> Collected:
     if not lease.acquire():
         raise CollectorBusy(f"another nightly run is collecting the shared feedback log ({COLLECTOR} is held)")
     try:
-        for stale in feedback.glob("redis-*.jsonl.tmp"):  # a collection that stopped before its rename
+        for stale in feedback.glob(".redis-*.jsonl.*"):  # a collection that stopped before its rename
             stale.unlink()
         done = Collected()
         _land_events(client, feedback, max_file_bytes, done, lease)

@@ -126,14 +126,7 @@ class RedisFeedbackLog:
         for event in events:
             keys += [user_ids_key(event["user_id"]), user_entries_key(event["user_id"])]
             args += [event["event_id"], event["user_id"], orjson.dumps(event).decode()]
-        try:
-            self._require_durable()
-            answer = self._append(keys=keys, args=args)
-        except SharedLogNotDurable as err:
-            raise NotDurable(str(err)) from err
-        except self._errors as err:
-            log.exception("shared feedback append failed")
-            raise NotDurable(f"the shared feedback log could not be written ({type(err).__name__})") from err
+        answer = self._write(self._append, keys, args, "record the events")
         if not answer:
             return []
         received_at = iso(from_micros(answer[0]))
@@ -143,14 +136,19 @@ class RedisFeedbackLog:
         """Drop the user's uncollected events and event ids and record the deletion, one atomic step;
         the nightly run collects the deletion and removes what it collected before."""
         keys = [IDS, EVENTS, CLOCK, user_ids_key(user_id), user_entries_key(user_id), PENDING, DELETIONS]
+        removed, issued = self._write(self._forget, keys, [user_id], "record the deletion")
+        return Forgetting(int(removed), from_micros(issued))
+
+    def _write(self, script, keys: list[str], args: list, what: str):
+        """Run a writing script; `NotDurable` (nothing of it kept, or kept and safe to retry) when it failed."""
         try:
             self._require_durable()
-            removed, issued = self._forget(keys=keys, args=[user_id])
+            return script(keys=keys, args=args)
         except SharedLogNotDurable as err:
             raise NotDurable(str(err)) from err
         except self._errors as err:
-            raise NotDurable(f"the shared feedback log could not record the deletion ({type(err).__name__})") from err
-        return Forgetting(int(removed), from_micros(issued))
+            log.exception("the shared feedback log could not %s", what)
+            raise NotDurable(f"the shared feedback log could not {what} ({type(err).__name__})") from err
 
     def _require_durable(self) -> None:
         if not self.durable:

@@ -77,3 +77,10 @@ def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(marts
     assert epochs and epochs[0] > 0  # it went on from the checkpoint
     history = json.loads(report.read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(epochs[-1] + 1))  # every epoch once, in order
+
+
+def test_a_distributed_run_keeps_to_its_time_budget(marts, tmp_path):
+    report = tmp_path / "report.json"
+    line = command(2, "tiny", marts, tmp_path / "models", report, epochs=EPOCHS, device="cpu", budget_seconds=1e-6)
+    subprocess.run(line, check=True, capture_output=True, timeout=300)
+    assert len(json.loads(report.read_text())["history"]) == 1  # the first epoch always runs, then no other
