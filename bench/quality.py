@@ -1,10 +1,19 @@
-"""Recommendation quality on the generated sample (beside its oracle ceiling) and on MovieLens-100k:
-MostPop, EASE and our SASRec by the same full-ranking harness (leave-last-out, history masked).
+"""Recommendation quality from the defaults (what `rtrec pipeline` trains without flags): MostPop,
+EASE, the item-to-item transition baseline and our SASRec by the same full-ranking harness
+(leave-last-out, history masked), beside the oracle ceiling of the generated shop.
 
-    python bench/quality.py [--datasets generated movielens] [--seed 0] [--replay 5]
+    python bench/quality.py [--datasets generated movielens] [--seeds 0 1 2] [--events 200000 1000000]
+                            [--replay 5] [--cold-start 0.1]
 
-With --replay N it also replays each user's last N interactions (model/replay.py): live state
-against frozen, for MostPop, the item-to-item transition baseline and SASRec with the same settings.
+SASRec is trained as the train flow trains it (preset `cpu`, its alternatives tried and the best
+kept on validation, model/tuning.py, within RTREC_TRAIN_BUDGET_SECONDS), once per seed: the table
+gives the mean and its standard error over the seeds. --events lists the generated shop's sizes
+(same users and catalog), so the share of the oracle shows whether the limit is data or model.
+--replay N also replays each user's last N interactions (model/replay.py): live state against
+frozen, for MostPop, the transition baseline and SASRec. --cold-start SHARE (0.1 by default) holds
+out the items first seen last (model/cold_start.py) and scores the interactions that target them:
+the chosen SASRec setting (content-aware), trained before their first interaction, against MostPop
+and random.
 """
 
 from __future__ import annotations
@@ -14,100 +23,154 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from bench.common import dbt, use_data_dir
+from flows.embed import embed_catalog
 from model.baselines import most_popular, tuned_ease
-from model.config import preset
+from model.cold_start import cold_start_table
+from model.config import alternatives, preset
 from model.data import load_marts
 from model.evaluate import evaluate
+from model.replay import before_cut, transitions
 from model.report import REPLAY_COLUMNS, replay_cells, replay_table
 from model.scorer import sasrec_scorer
-from model.train import train
+from model.tuning import choose
 from rtrec.generate import ShopConfig, generate
 from rtrec.movielens import fetch_sample, import_movielens
 from rtrec.settings import get_settings
 
-# Per data set: (preset, TrainConfig overrides, ModelConfig overrides), chosen on the validation split.
-SETTINGS = {
-    "generated": ("cpu", {"lr": 2e-3, "patience": 10}, {}),
-    "movielens": ("cpu", {"lr": 2e-3, "patience": 15, "all_windows": False}, {"dropout": 0.5}),
-}
+METRICS = ("hr@10", "ndcg@10", "mrr@10")
 
 
-def load(name: str, data: Path, cache: Path):
+def load(name: str, events: int, data: Path, cache: Path):
+    """The data set through dbt and the embed step, as the nightly flow prepares it."""
     use_data_dir(data)
     if name == "generated":
-        generate(ShopConfig(), data / "landing")
+        generate(ShopConfig(events=events), data / "landing")
     else:
         import_movielens(fetch_sample("ml-100k", cache), data / "landing")
     dbt(data)
+    embed_catalog(get_settings().marts_dir)
     return load_marts(get_settings().marts_dir)
+
+
+def default_settings(seed: int) -> list:
+    """The train flow's settings (its preset, then the alternatives), for one seed."""
+    overrides = {"seed": seed, "budget_seconds": get_settings().train_budget_seconds}
+    return [preset("cpu", **overrides), *alternatives("cpu", **overrides)]
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (0 for a single value)."""
+    values = np.asarray(values)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["generated", "movielens"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--events", nargs="+", type=int, default=[ShopConfig().events], help="generated shop sizes")
     parser.add_argument("--replay", type=int, default=None, metavar="N")
+    parser.add_argument(
+        "--cold-start", type=float, default=0.1, metavar="SHARE", help="share of items held out as new (0: skip)"
+    )
     args = parser.parse_args()
-    replays = []
+    console = Console(width=170)
     table = Table(
         "data",
         "model",
         "HR@10",
         "NDCG@10",
         "MRR@10",
-        "coverage",
+        "% of oracle NDCG@10",
         "train s",
-        title="test split, full ranking, history masked",
+        "chosen",
+        title=f"test split, full ranking, history masked; SASRec: mean ± standard error over seeds {args.seeds}",
     )
+    replays, colds = [], []
+    runs = [(name, events) for name in args.datasets for events in (args.events if name == "generated" else [0])]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.datasets:
-            data = load(name, Path(tmp) / name, Path(tmp) / "cache")
-            rows = []
+        for name, events in runs:
+            label = f"generated ({events:,} events)" if events else "MovieLens-100k"
+            data = load(name, events, Path(tmp) / f"{name}-{events}", Path(tmp) / "cache")
+            oracle_path = Path(tmp) / f"{name}-{events}" / "landing" / "oracle.json"
+            oracle = json.loads(oracle_path.read_text())["masked"] if oracle_path.exists() else None
+
+            def share(ndcg: float, oracle=oracle) -> str:
+                return f"{100 * ndcg / oracle['ndcg@10']:.0f}%" if oracle else "-"
+
+            def row(model: str, m: dict, seconds: float | None, chosen: str = "", label=label) -> None:
+                cells = [f"{m[k]:.4f}" for k in METRICS]
+                table.add_row(label, model, *cells, share(m["ndcg@10"]), f"{seconds:.0f}" if seconds else "-", chosen)
+
             start = time.perf_counter()
-            rows.append(("MostPop", evaluate(most_popular(data, "test"), data), time.perf_counter() - start))
+            row("MostPop", evaluate(most_popular(data, "test"), data), time.perf_counter() - start)
             start = time.perf_counter()
             scorer, l2 = tuned_ease(data, "test")
-            rows.append((f"EASE (l2={l2:g})", evaluate(scorer, data), time.perf_counter() - start))
-            preset_name, train_over, model_over = SETTINGS[name]
-            model_cfg, train_cfg = preset(preset_name, seed=args.seed, **train_over)
-            result = train(data, replace(model_cfg, **model_over), train_cfg, progress=True)
-            ours = evaluate(sasrec_scorer(result.model, torch.device("cpu")), data)
-            rows.append((f"SASRec ({preset_name}, {len(result.history)} epochs)", ours, result.seconds))
-            oracle_path = Path(tmp) / name / "landing" / "oracle.json"
-            if oracle_path.exists():
-                oracle = json.loads(oracle_path.read_text())["masked"]
-                rows.append(("oracle ceiling", oracle, None))
-                rows.append(("SASRec / oracle", {k: ours[k] / oracle[k] for k in ("hr@10", "ndcg@10", "mrr@10")}, None))
+            row(f"EASE (l2={l2:g})", evaluate(scorer, data), time.perf_counter() - start)
+            start = time.perf_counter()
+            row("item-to-item transitions", evaluate(transitions(before_cut(data, 1)), data), None)
+            per_seed, seconds, chosen, choices = [], [], [], []
+            for seed in args.seeds:
+                choice = choose(data, default_settings(seed), progress=True)
+                choices.append(choice)
+                per_seed.append(evaluate(sasrec_scorer(choice.result.model, torch.device("cpu")), data))
+                seconds.append(choice.result.seconds)
+                chosen.append(json.dumps(choice.changes) if choice.changes else "preset")
+                console.print(f"{label} seed {seed}: test NDCG@10 {per_seed[-1]['ndcg@10']:.4f}, tried {choice.tried}")
+            cells = []
+            for key in METRICS:
+                mean, error = mean_and_error([m[key] for m in per_seed])
+                cells.append(f"{mean:.4f} ± {error:.4f}")
+            ndcg = float(np.mean([m["ndcg@10"] for m in per_seed]))
+            table.add_row(
+                label, "SASRec (defaults)", *cells, share(ndcg), f"{np.median(seconds):.0f}", ", ".join(chosen)
+            )
+            if oracle:
+                table.add_row(label, "oracle ceiling", *[f"{oracle[k]:.4f}" for k in METRICS], "100%", "-", "")
             if args.replay:
-                for row in replay_table(data, args.replay, replace(model_cfg, **model_over), train_cfg):
-                    replays.append((name, row))
-            for model, m, seconds in rows:
-                table.add_row(
-                    name,
-                    model,
-                    f"{m['hr@10']:.4f}",
-                    f"{m['ndcg@10']:.4f}",
-                    f"{m['mrr@10']:.4f}",
-                    f"{m['coverage']:.3f}" if "coverage" in m else "-",
-                    f"{seconds:.1f}" if seconds is not None else "-",
-                )
-    console = Console(width=160)
+                for replayed in replay_table(data, args.replay, default_settings(args.seeds[0])):
+                    replays.append((label, replayed))
+            if args.cold_start:
+                chosen_setting = (choices[0].model_cfg, choices[0].train_cfg)
+                for row in cold_start_table(data, chosen_setting, args.cold_start):
+                    colds.append((label, row))
     console.print(table)
     if replays:
         replay_view = Table("data", *REPLAY_COLUMNS, title=f"replay of each user's last {args.replay} interactions")
-        for name, row in replays:
-            replay_view.add_row(name, *replay_cells(row))
+        for label, replayed in replays:
+            replay_view.add_row(label, *replay_cells(replayed))
         console.print(replay_view)
+    if colds:
+        cold_view = Table(
+            "data",
+            "model",
+            "new items",
+            "HR@10",
+            "NDCG@10",
+            "cases",
+            title=f"cold start: the {args.cold_start:.0%} of items first seen last, held out of training; "
+            "interactions that target them, full ranking, history masked",
+        )
+        for label, row in colds:
+            cold_view.add_row(
+                label,
+                row["model"],
+                str(row["new items"]),
+                f"{row['hr@10']:.4f}",
+                f"{row['ndcg@10']:.4f}",
+                str(row["cases"]),
+            )
+        console.print(cold_view)
 
 
 if __name__ == "__main__":

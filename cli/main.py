@@ -112,6 +112,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
 ) -> None:
     """Train on the marts, register the version, promote it if not worse than the current one."""
+    from model.config import alternatives
     from model.config import preset as named_preset
     from model.lifecycle import train_and_register
 
@@ -122,7 +123,12 @@ def train(
         raise typer.BadParameter(str(err)) from err
     registry = _registry()
     report = train_and_register(
-        _load_data(), registry, model_cfg, train_cfg, checkpoint=registry.root / "checkpoint.pt"
+        _load_data(),
+        registry,
+        model_cfg,
+        train_cfg,
+        checkpoint=registry.root / "checkpoint.pt",
+        alternatives=alternatives(preset, **overrides),
     )
     table = Table(
         "model",
@@ -201,14 +207,14 @@ def evaluate(
 
 
 def _print_replay(n: int, preset_name: str) -> None:
-    from model.config import preset
+    from model.config import alternatives, preset
     from model.report import REPLAY_COLUMNS, replay_cells, replay_table
 
     try:
-        model_cfg, train_cfg = preset(preset_name)
+        settings = [preset(preset_name), *alternatives(preset_name)]
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--preset") from err
-    rows = replay_table(_load_data(), n, model_cfg, train_cfg)
+    rows = replay_table(_load_data(), n, settings)
     table = Table(*REPLAY_COLUMNS, title=f"replay of each user's last {n} interactions, full ranking, history masked")
     for row in rows:
         table.add_row(*replay_cells(row))

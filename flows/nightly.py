@@ -1,4 +1,4 @@
-"""The `nightly` flow: [collect ->] forget -> etl -> materialize -> train, each step stopping the ones
+"""The `nightly` flow: [collect ->] forget -> etl -> embed -> materialize -> train, each step stopping the ones
 after it on failure; one run at a time per data directory. `collect` runs when the API hosts share
 the Redis feedback log (RTREC_FEEDBACK_LOG=redis). While an experiment runs, the run ends with its
 report as a table artifact."""
@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from flows.embed import embed
 from flows.etl import etl
 from flows.materialize import materialize
 from flows.progress import summary
@@ -39,6 +40,7 @@ LEFT_UNCHANGED = {
     "are in the landing zone (once), the rest stay in the shared log for the next run",
     "forget": "the warehouse, the online store and the current model (nothing after it ran)",
     "etl": "the online store and the current model (nothing after dbt ran)",
+    "embed": "the online store and the current model; the item text embeddings are the last run's",
     "materialize": "the current model; the warehouse and marts already hold tonight's data",
     "train": "the current model (a failed training never touches it); marts and online store are fresh",
 }
@@ -116,9 +118,11 @@ DONE = {
         f"etl: {r.get('events_in', 0):,} events checked, {r.get('accepted', 0):,} accepted; "
         f"quarantined: {_quarantined(r)}"
     ),
+    "embed": lambda r: f"embed: {r['encoded']:,} item text(s) encoded, {r['items'] - r['encoded']:,} unchanged",
     "materialize": lambda r: "materialize: " + ", ".join(f"{view} {rows:,} rows" for view, rows in r.items()),
     "train": lambda r: (
-        f"train: model {r.version}, test NDCG@10 {r.metrics['test_ndcg@10']:.4f}, "
+        f"train: model {r.version} (setting {r.metrics['setting_chosen']} of {len(r.metrics['settings_tried'])}), "
+        f"test NDCG@10 {r.metrics['test_ndcg@10']:.4f}, "
         + ("promoted" if r.promoted else "not promoted (worse than the current model)")
     ),
 }
@@ -162,6 +166,7 @@ def nightly(preset_name: str = "cpu", epochs: int | None = None, device: str = "
         "collect": lambda: collect_shared_log(),
         "forget": lambda: forget_in_landing(),
         "etl": lambda: etl(),
+        "embed": lambda: embed(),
         "materialize": lambda: materialize(),
         "train": lambda: train(preset_name=preset_name, epochs=epochs, device=device),
     }

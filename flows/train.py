@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.progress import summary
-from model.config import preset
+from model.config import alternatives, preset
 from model.data import load_marts
 from model.distributed import EPOCH_LINE, command, environment
 from model.lifecycle import TrainReport, train_and_register
@@ -40,6 +40,7 @@ def train_evaluate_register(preset_name: str, epochs: int | None, device: str) -
         checkpoint=settings.models_dir / "checkpoint.pt",
         progress=False,
         on_epoch=log_epoch,
+        alternatives=alternatives(preset_name, **overrides(epochs, device)),
     )
 
 
@@ -95,7 +96,8 @@ def stop_tree(pid: int) -> None:
 
 def log_epoch(record: dict) -> None:
     summary(
-        "epoch %d/%d: loss %.4f, validation NDCG@10 %.4f (best %.4f)",
+        "setting %d, epoch %d/%d: loss %.4f, validation NDCG@10 %.4f (best %.4f)",
+        record.get("setting", 1),
         record["epoch"] + 1,
         record["epochs"],
         record["loss"],
@@ -117,6 +119,22 @@ def publish(report: TrainReport) -> None:
         else "kept the current model: the new one is worse"
     )
     create_table_artifact(key="model-comparison", table=rows, description=f"Promotion decision: {decision}.")
+    tried = report.metrics.get("settings_tried", [])
+    create_table_artifact(
+        key="settings-tried",
+        table=[
+            {
+                "setting": number,
+                "changes": ", ".join(f"{k}={v}" for k, v in t["changes"].items()) or "the preset's",
+                "best validation NDCG@10": round(t["val_ndcg@10"], 4),
+                "epochs": t["epochs"],
+                "seconds": round(t["seconds"]),
+                "chosen": number == report.metrics["setting_chosen"],
+            }
+            for number, t in enumerate(tried, 1)
+        ],
+        description="Settings tried on the validation split; the best one is the new model.",
+    )
     curve = Registry(get_settings().models_dir).path(report.version) / "curve.png"
     encoded = base64.b64encode(curve.read_bytes()).decode()
     create_markdown_artifact(

@@ -25,6 +25,10 @@ class TrainConfig:
         return asdict(self)
 
 
+# items whose id embedding a training batch leaves out: the model learns to score an item from its
+# text, category and price alone, as it must for a new item (README: New items)
+ID_DROPOUT = 0.1
+
 PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # seconds, for tests
     "tiny": (
@@ -32,18 +36,27 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         TrainConfig(epochs=8, batch_size=64, patience=3),
     ),
     # the default on a laptop-class CPU
-    "cpu": (ModelConfig(max_len=50, dim=64, layers=2, heads=2, dropout=0.2), TrainConfig(epochs=100, patience=8)),
+    "cpu": (
+        ModelConfig(max_len=50, dim=64, layers=2, heads=2, dropout=0.2, content=True, id_dropout=ID_DROPOUT),
+        TrainConfig(epochs=100, lr=2e-3, patience=10),
+    ),
     # long MovieLens-style histories
     "cpu-long": (
-        ModelConfig(max_len=200, dim=64, layers=2, heads=2, dropout=0.2),
+        ModelConfig(max_len=200, dim=64, layers=2, heads=2, dropout=0.2, content=True, id_dropout=ID_DROPOUT),
         TrainConfig(epochs=200, patience=20),
     ),
     # a GPU host: larger network, bigger batches (bf16 autocast is switched on for CUDA)
     "gpu-large": (
-        ModelConfig(max_len=200, dim=256, layers=4, heads=4, dropout=0.2),
+        ModelConfig(max_len=200, dim=256, layers=4, heads=4, dropout=0.2, content=True, id_dropout=ID_DROPOUT),
         TrainConfig(epochs=200, batch_size=1024, lr=2e-3, patience=10),
     ),
 }
+
+
+# What a training run also tries after its preset's own settings, keeping the best on validation
+# (model/tuning.py): each changes these ModelConfig or TrainConfig fields.
+REGULARISED = {"dropout": 0.5, "patience": 15}  # long, sparse histories (MovieLens)
+ALTERNATIVES: dict[str, tuple[dict, ...]] = dict.fromkeys(("cpu", "cpu-long", "gpu-large"), (REGULARISED,))
 
 
 def preset(name: str, **overrides) -> tuple[ModelConfig, TrainConfig]:
@@ -52,3 +65,14 @@ def preset(name: str, **overrides) -> tuple[ModelConfig, TrainConfig]:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     model_cfg, train_cfg = PRESETS[name]
     return model_cfg, replace(train_cfg, **overrides)
+
+
+def alternatives(name: str, **overrides) -> list[tuple[ModelConfig, TrainConfig]]:
+    """The preset's alternative settings, with the same TrainConfig `overrides` as `preset`."""
+    model_cfg, train_cfg = preset(name, **overrides)
+    settings = []
+    for change in ALTERNATIVES.get(name, ()):
+        model_fields = {k: v for k, v in change.items() if k in model_cfg.to_dict()}
+        train_fields = {k: v for k, v in change.items() if k not in model_fields}
+        settings.append((replace(model_cfg, **model_fields), replace(train_cfg, **(train_fields | overrides))))
+    return settings

@@ -7,12 +7,13 @@ one before it the validation target. Index 0 is padding everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rtrec.content import CONTENT_FILE, content_matrix
 from rtrec.events import EVENT_INDEX, EVENT_TYPES
 
 PRICE_BUCKETS = 10
@@ -38,6 +39,7 @@ class Vocabulary:
     item_category: list[int]  # category index per item index (0 = unknown), [0] is padding
     item_price_bucket: list[int]
     categories: list[str]
+    price_edges: list[float] = field(default_factory=list)  # upper edges of the price buckets (none: unknown)
 
     @property
     def n_items(self) -> int:
@@ -46,18 +48,38 @@ class Vocabulary:
     def item_index(self) -> dict[str, int]:
         return {item: i + 1 for i, item in enumerate(self.item_ids)}
 
+    def category_index(self, categories) -> np.ndarray:
+        """Category indices of category names (0: unknown), e.g. of items the vocabulary lacks."""
+        index = {c: i + 1 for i, c in enumerate(self.categories)}
+        return np.array([index.get(c, 0) for c in categories], dtype=np.int64)
+
+    def price_bucket(self, prices) -> np.ndarray:
+        """Price buckets of prices by the vocabulary's edges (0: price or edges unknown)."""
+        prices = pd.to_numeric(pd.Series(prices, dtype=object), errors="coerce").to_numpy(np.float64)
+        if not self.price_edges:
+            return np.zeros(len(prices), dtype=np.int64)
+        buckets = np.searchsorted(np.asarray(self.price_edges), np.nan_to_num(prices)) + 1
+        return np.where(np.isnan(prices), 0, buckets).astype(np.int64)
+
     def to_dict(self) -> dict:
         return {
             "item_ids": self.item_ids,
             "item_category": self.item_category,
             "item_price_bucket": self.item_price_bucket,
             "categories": self.categories,
+            "price_edges": self.price_edges,
             "event_types": list(EVENT_TYPES),
         }
 
     @classmethod
     def from_dict(cls, payload: dict) -> Vocabulary:
-        return cls(payload["item_ids"], payload["item_category"], payload["item_price_bucket"], payload["categories"])
+        return cls(
+            payload["item_ids"],
+            payload["item_category"],
+            payload["item_price_bucket"],
+            payload["categories"],
+            payload.get("price_edges", []),  # versions saved before the edges were kept
+        )
 
 
 @dataclass
@@ -68,6 +90,7 @@ class SequenceData:
     events: list[np.ndarray]  # per user: event-type indices (1-based), aligned with items
     times: list[np.ndarray]  # per user: interaction times (epoch seconds), aligned with items
     has_holdout: np.ndarray  # [U] bool: user has validation and test targets
+    content: np.ndarray | None = None  # [V + 1, CONTENT_DIM] item text embeddings (zeros where none), if any
 
     def sample_users(self, n: int, seed: int) -> SequenceData:
         """The same data with at most `n` users evaluated (a fixed random sample: the same for a seed)."""
@@ -99,14 +122,12 @@ def build_vocabulary(item_ids: list[str], item_features: pd.DataFrame | None) ->
         else pd.DataFrame(index=item_ids, columns=["category", "price"])
     )
     categories = sorted(c for c in features["category"].dropna().unique())
-    cat_index = {c: i + 1 for i, c in enumerate(categories)}
-    category = [0] + [cat_index.get(c, 0) for c in features["category"]]
     price = pd.to_numeric(features["price"], errors="coerce")
-    buckets = np.zeros(len(item_ids), dtype=np.int64)
-    if price.notna().any():
-        edges = np.nanquantile(price, np.linspace(0, 1, PRICE_BUCKETS + 1)[1:-1])
-        buckets = np.where(price.isna(), 0, np.searchsorted(edges, price.fillna(0)) + 1)
-    return Vocabulary(list(item_ids), category, [0] + [int(b) for b in buckets], categories)
+    edges = np.nanquantile(price, np.linspace(0, 1, PRICE_BUCKETS + 1)[1:-1]).tolist() if price.notna().any() else []
+    vocab = Vocabulary(list(item_ids), [], [], categories, edges)
+    category = vocab.category_index(features["category"])
+    buckets = vocab.price_bucket(price)
+    return replace(vocab, item_category=[0, *category.tolist()], item_price_bucket=[0, *buckets.tolist()])
 
 
 def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData:
@@ -132,7 +153,8 @@ def sequences_from_frame(frame: pd.DataFrame, vocab: Vocabulary) -> SequenceData
 
 
 def load_marts(marts_dir: Path) -> SequenceData:
-    """Read training_interactions and item_features written by `dbt build`."""
+    """Read training_interactions and item_features written by `dbt build`, and the items' text
+    embeddings when the embed step wrote them."""
     path = marts_dir / "training_interactions.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the etl flow (dbt build) first")
@@ -142,7 +164,9 @@ def load_marts(marts_dir: Path) -> SequenceData:
         pd.read_parquet(features_path, columns=["item_id", "category", "price"]) if features_path.exists() else None
     )
     item_ids = sorted(frame["item_id"].unique(), key=lambda s: (len(s), s))
-    return sequences_from_frame(frame, build_vocabulary(item_ids, features))
+    data = sequences_from_frame(frame, build_vocabulary(item_ids, features))
+    content_path = marts_dir / CONTENT_FILE  # written by the nightly flow's embed step
+    return replace(data, content=content_matrix(item_ids, content_path)) if content_path.exists() else data
 
 
 def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model.config import preset
+from model.config import alternatives, preset
 from model.data import load_marts
 from model.lifecycle import train_and_register
 from model.registry import Registry
-from model.train import train
+from model.tuning import choose
 
 EPOCH_LINE = "EPOCH "
 
@@ -66,20 +66,27 @@ def main(argv: list[str] | None = None) -> None:
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=2))
     try:
         data = load_marts(args.marts)
-        changed = {"epochs": args.epochs, "budget_seconds": args.budget_seconds}
-        model_cfg, train_cfg = preset(
-            args.preset, device=args.device, **{name: value for name, value in changed.items() if value is not None}
-        )
+        changed = {"device": args.device, "epochs": args.epochs, "budget_seconds": args.budget_seconds}
+        changed = {name: value for name, value in changed.items() if value is not None}
+        model_cfg, train_cfg = preset(args.preset, **changed)
+        others = alternatives(args.preset, **changed)
         checkpoint = args.models / "checkpoint.pt"
         if dist.get_rank() != 0:
-            train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=False)
+            choose(data, [(model_cfg, train_cfg), *others], checkpoint=checkpoint, progress=False)
             return
 
         def on_epoch(record: dict) -> None:
             print(EPOCH_LINE + json.dumps(record), flush=True)
 
         report = train_and_register(
-            data, Registry(args.models), model_cfg, train_cfg, checkpoint=checkpoint, progress=False, on_epoch=on_epoch
+            data,
+            Registry(args.models),
+            model_cfg,
+            train_cfg,
+            checkpoint=checkpoint,
+            progress=False,
+            on_epoch=on_epoch,
+            alternatives=others,
         )
         args.report.write_text(json.dumps(asdict(report) | {"processes": dist.get_world_size()}))
     finally:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from model.data import Vocabulary, gap_bucket, pad_left
 from model.sasrec import ModelConfig, SASRec
+from rtrec.content import CONTENT_DIM
 from rtrec.events import EVENT_INDEX
 
 
@@ -27,6 +30,31 @@ class Recommender:
         self.ids = np.array(["", *self.vocab.item_ids], dtype=object)
         with torch.inference_mode():
             self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
+        self.new_items = 0  # rows after the vocabulary's: items scored from their content alone
+
+    @torch.inference_mode()
+    def with_new_items(self, items: pd.DataFrame) -> Recommender:
+        """This model, also scoring the items of `items` (item_id, category, price, content_embedding:
+        as rtrec/content.py keeps them) that it was never trained on, from their category, price and
+        text embedding. Itself when the model reads no content; earlier new items are replaced, not added to."""
+        if not self.model.cfg.content:
+            return self
+        known = self.vocab.n_items + 1
+        items = items[~items["item_id"].isin(self.vocab.item_index())]
+        vectors = np.zeros((len(items), CONTENT_DIM), dtype=np.float32)
+        for row, vector in enumerate(items["content_embedding"]):
+            vectors[row] = vector
+        rows = self.model.new_item_rows(
+            torch.from_numpy(self.vocab.category_index(items["category"])),
+            torch.from_numpy(self.vocab.price_bucket(items["price"])),
+            torch.from_numpy(vectors),
+        )
+        extended = copy.copy(self)
+        extended.table = torch.cat([self.table[:known], rows])
+        extended.ids = np.concatenate([self.ids[:known], np.asarray(items["item_id"], dtype=object)])
+        extended.index = self.vocab.item_index() | {item: known + j for j, item in enumerate(items["item_id"])}
+        extended.new_items = len(items)
+        return extended
 
     @classmethod
     def load(cls, version_dir: Path) -> Recommender:
@@ -73,7 +101,7 @@ class Recommender:
             banned = [self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index]
             if banned:
                 scores[row, banned] = float("-inf")
-        top = scores.topk(min(k, self.vocab.n_items), dim=1)
+        top = scores.topk(min(k, len(self.ids) - 1), dim=1)
         for row, i in enumerate(known):
             values, indices = top.values[row].tolist(), top.indices[row].tolist()
             out[i] = [(self.ids[j], v) for j, v in zip(indices, values) if v != float("-inf")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,8 @@ from model.plots import save_curve
 from model.registry import Registry, not_worse
 from model.sasrec import ModelConfig
 from model.scorer import recommender_scorer, sasrec_scorer
-from model.train import TrainResult, train
+from model.train import TrainResult
+from model.tuning import Setting, checkpoint_of, choose
 from rtrec.landing import write_json
 
 
@@ -66,14 +67,20 @@ def train_and_register(
     checkpoint: Path | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    alternatives: Sequence[Setting] = (),
 ) -> TrainReport:
-    """Train a model, register it, and make it current if its validation NDCG@10 is not worse than
+    """Train a model (with `alternatives`, each setting in turn, keeping the best on validation:
+    model/tuning.py), register it, and make it current if its validation NDCG@10 is not worse than
     the current model's on the same data. A failure anywhere leaves the current model untouched."""
-    result = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=progress, on_epoch=on_epoch)
+    settings = [(model_cfg, train_cfg), *alternatives]
+    choice = choose(data, settings, checkpoint=checkpoint, progress=progress, on_epoch=on_epoch)
+    result, model_cfg, train_cfg = choice.result, choice.model_cfg, choice.train_cfg
     model = result.model.to("cpu")
     metrics = evaluate_both_splits(sasrec_scorer(model, torch.device("cpu")), data)
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = len(result.history)
+    metrics["settings_tried"] = choice.tried
+    metrics["setting_chosen"] = choice.index + 1  # numbered from 1, as the epoch lines number them
     current = registry.current()
     current_metrics = None
     if current is not None:
@@ -85,5 +92,6 @@ def train_and_register(
     if promoted:
         registry.promote(version, reason="validation NDCG@10 not worse than the current model's")
     if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
+        for index in range(len(settings)):
+            checkpoint_of(checkpoint, index).unlink(missing_ok=True)
     return TrainReport(version, metrics, current, current_metrics, promoted, result.seconds, result.history)

@@ -31,6 +31,7 @@ def before_cut(data: SequenceData, n: int) -> SequenceData:
         events=[s[:k] for s, k in zip(data.events, keep)],
         times=[s[:k] for s, k in zip(data.times, keep)],
         has_holdout=np.array([k >= MIN_PREFIX for k in keep], dtype=bool),
+        content=data.content,
     )
 
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from model.baselines import most_popular, tuned_ease
-from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import evaluate
 from model.inference import Recommender
 from model.registry import Registry
 from model.replay import before_cut, popularity, replay, replay_cases, transitions
-from model.sasrec import ModelConfig
 from model.scorer import recommender_scorer, sasrec_scorer
-from model.train import train
+from model.tuning import Setting, choose
 
 
 def evaluation_table(
@@ -66,15 +65,13 @@ def evaluation_table(
     return rows
 
 
-def replay_table(
-    data: SequenceData, n: int, model_cfg: ModelConfig, train_cfg: TrainConfig, progress: bool = True
-) -> list[dict]:
+def replay_table(data: SequenceData, n: int, settings: Sequence[Setting], progress: bool = True) -> list[dict]:
     """Replay evaluation (model/replay.py) of MostPop, the item-to-item transition baseline and a
-    SASRec trained with the given settings on the data before the cut: one row per model, with
-    live and frozen metrics and their ratio."""
+    SASRec trained on the data before the cut, the best of `settings` on validation as training
+    chooses it (model/tuning.py): one row per model, with live and frozen metrics and their ratio."""
     before = before_cut(data, n)
     cases = replay_cases(data, n)
-    result = train(before, model_cfg, train_cfg, progress=progress)
+    result = choose(before, settings, progress=progress).result
     scorers = {
         "MostPop": popularity(before),
         "item-to-item transitions": transitions(before),

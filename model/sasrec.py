@@ -1,6 +1,7 @@
 """A causal self-attention sequential recommender (SASRec family).
 
-Input tokens add an item representation (its id, category and price-bucket embeddings), the
+Input tokens add an item representation (its id, category and price-bucket embeddings, and with
+`content` a projection of its text embedding), the
 event type of the interaction and a position counted from the newest token. Pre-LayerNorm blocks
 with causal attention; padding is on the left and never attended to. Scores are dot products
 with the same item representations, so side features also reach items seen rarely.
@@ -11,11 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model.data import GAP_BUCKETS, PRICE_BUCKETS, Vocabulary
+from rtrec.content import CONTENT_DIM
 from rtrec.events import EVENT_TYPES
 
 
@@ -30,6 +33,10 @@ class ModelConfig:
     side_features: bool = True
     event_types: bool = True
     next_gap: bool = True  # condition the prediction on the time until the next interaction
+    # add each item's text embedding (rtrec/content.py), projected, to its representation: an item
+    # never trained on is then scored from its text, category and price
+    content: bool = False
+    id_dropout: float = 0.0  # share of items whose id embedding a training batch leaves out (learns to use the rest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +78,7 @@ class SASRec(nn.Module):
         n_event_types: int,
         n_price_buckets: int,
         n_gap_buckets: int,
+        item_content: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -82,6 +90,11 @@ class SASRec(nn.Module):
         self.gap = nn.Embedding(n_gap_buckets + 1, cfg.dim, padding_idx=0)
         self.register_buffer("item_category", torch.tensor(item_category, dtype=torch.long), persistent=False)
         self.register_buffer("item_price_bucket", torch.tensor(item_price_bucket, dtype=torch.long), persistent=False)
+        if cfg.content:
+            # saved with the weights: serving scores with the vectors the model was trained with
+            content = torch.zeros(n_items + 1, CONTENT_DIM) if item_content is None else item_content.float()
+            self.register_buffer("item_content", content)
+            self.content = nn.Linear(CONTENT_DIM, cfg.dim, bias=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -93,8 +106,9 @@ class SASRec(nn.Module):
                 emb.weight[0].zero_()
 
     @classmethod
-    def from_vocab(cls, cfg: ModelConfig, vocab: Vocabulary) -> SASRec:
-        """The model for a vocabulary: what training builds and what loading a saved version rebuilds."""
+    def from_vocab(cls, cfg: ModelConfig, vocab: Vocabulary, content: np.ndarray | None = None) -> SASRec:
+        """The model for a vocabulary: what training builds and what loading a saved version rebuilds.
+        `content`: [V + 1, CONTENT_DIM] text embeddings of the items (zeros where none), with `cfg.content`."""
         return cls(
             cfg,
             vocab.n_items,
@@ -104,14 +118,29 @@ class SASRec(nn.Module):
             n_event_types=len(EVENT_TYPES),
             n_price_buckets=PRICE_BUCKETS,
             n_gap_buckets=GAP_BUCKETS,
+            item_content=None if content is None else torch.from_numpy(content),
         )
 
     def item_table(self) -> torch.Tensor:
         """[V + 1, D] representation of every item, row 0 padding."""
         table = self.item.weight
+        if self.training and self.cfg.id_dropout > 0:
+            table = table * (torch.rand(table.shape[0], 1, device=table.device) >= self.cfg.id_dropout)
         if self.cfg.side_features:
             table = table + self.category(self.item_category) + self.price(self.item_price_bucket)
+        if self.cfg.content:
+            table = table + self.content(self.item_content)
         return table
+
+    def new_item_rows(self, categories: torch.Tensor, prices: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        """[N, D] representations of items the model was never trained on: no id embedding, only
+        their category index, price bucket and text embedding."""
+        rows = torch.zeros(len(categories), self.cfg.dim, device=self.item.weight.device)
+        if self.cfg.side_features:
+            rows = rows + self.category(categories) + self.price(prices)
+        if self.cfg.content:
+            rows = rows + self.content(content)
+        return rows
 
     def encode(self, items: torch.Tensor, events: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """items, events: [B, N] left-padded. Returns [B, N, D] states; state t has seen tokens <= t."""

@@ -145,7 +145,7 @@ def train(
     and `best` (the best validation NDCG@10 so far), e.g. to log a line per epoch."""
     seed_everything(train_cfg.seed)
     device = resolve_device(train_cfg.device)
-    model = SASRec.from_vocab(model_cfg, data.vocab).to(device)
+    model = SASRec.from_vocab(model_cfg, data.vocab, data.content if model_cfg.content else None).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     windows = window_tensors(data, model_cfg, train_cfg)
     state = TrainState(model, optimizer, torch.Generator().manual_seed(train_cfg.seed))
@@ -159,8 +159,10 @@ def train(
     loss_of = DistributedDataParallel(Loss(model)) if distributed else Loss(model)
     early = data.sample_users(train_cfg.eval_users, train_cfg.seed)  # what each epoch is judged on
     started, first = time.perf_counter(), state.epoch + 1
+    # a checkpoint of a run that had stopped early (one setting of a search, model/tuning.py) stays stopped
+    last = first if state.stale >= train_cfg.patience else train_cfg.epochs
     epochs = tqdm(
-        range(first, train_cfg.epochs),
+        range(first, last),
         desc="training",
         total=train_cfg.epochs,
         initial=first,

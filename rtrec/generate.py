@@ -3,9 +3,11 @@
 The process, one session per active user per day:
 - each user has a taste over categories that drifts a little at every session;
 - item popularity is heavy-tailed (Zipf) globally and within each category;
+- each category is cut into collections (product lines) of about ``collection_size`` items, named
+  in the titles and descriptions, so an item's text tells its category and what tends to follow it;
 - each interaction picks the next item from a mixture: with probability ``p_next`` one of the
   ``successors`` items that follow the previous item of the session (a sequence signal that
-  popularity cannot see; most successors share the item's category), with ``p_taste`` an item of a
+  popularity cannot see; most successors are of the item's collection), with ``p_taste`` an item of a
   category drawn from the taste, otherwise a globally popular item; an immediate repeat of the
   user's last item is redrawn;
 - every interaction is a view, which funnels on to click, add_to_cart and purchase.
@@ -66,6 +68,59 @@ CATEGORIES = (
     "travel",
 )
 ADJECTIVES = ("classic", "compact", "deluxe", "eco", "smart", "vintage", "pro", "mini", "bold", "soft")
+# collection names: a colour and an animal, 24 x 24 of them
+COLOURS = (
+    "amber",
+    "azure",
+    "black",
+    "bronze",
+    "copper",
+    "coral",
+    "crimson",
+    "cyan",
+    "emerald",
+    "golden",
+    "gray",
+    "indigo",
+    "ivory",
+    "jade",
+    "lemon",
+    "lilac",
+    "magenta",
+    "maroon",
+    "navy",
+    "olive",
+    "orange",
+    "pearl",
+    "ruby",
+    "silver",
+)
+ANIMALS = (
+    "badger",
+    "bear",
+    "beaver",
+    "bison",
+    "cobra",
+    "condor",
+    "crane",
+    "dolphin",
+    "eagle",
+    "falcon",
+    "fox",
+    "gecko",
+    "heron",
+    "jaguar",
+    "koala",
+    "lynx",
+    "moose",
+    "otter",
+    "owl",
+    "panda",
+    "raven",
+    "salmon",
+    "tiger",
+    "wolf",
+)
 FUNNEL = ("view", "click", "add_to_cart", "purchase")
 DIRTY_KINDS = ("duplicate_event_id", "null_id", "unknown_event_type", "malformed_ts", "future_ts", "unknown_item")
 BAD_EVENT_TYPES = ("wishlist", "share", "hover")
@@ -87,7 +142,8 @@ class ShopConfig:
     p_next: float = 0.45
     p_taste: float = 0.35
     successors: int = 8
-    successor_same_category: float = 0.8
+    successor_same_collection: float = 0.8
+    collection_size: int = 10
     drift: float = 0.15
     taste_concentration: float = 0.3
     mean_session_length: float = 4.0
@@ -120,6 +176,7 @@ class Shop:
     pop_in_category: np.ndarray  # [M] popularity within the item's category, sums to 1 per category
     cat_cdf: np.ndarray  # [M] category index + cumulative within-category law, items sorted by category
     cat_order: np.ndarray  # [M] item index for each position of cat_cdf
+    collection: np.ndarray  # [M] collection index of each item (collections never span categories)
     successors: np.ndarray  # [M, K] the items that may follow each item
     click_p: np.ndarray  # [M] funnel probabilities per item
     cart_p: np.ndarray
@@ -140,14 +197,20 @@ def build_shop(cfg: ShopConfig, rng: np.random.Generator) -> Shop:
     cat_cdf = category[cat_order] + np.concatenate(
         [np.cumsum(pop_in_category[cat_order][category[cat_order] == k]) for k in range(c)]
     )
-    # successors mostly stay in the item's category, as "viewed next" does in real shops
-    size = np.bincount(category, minlength=c)
+    # collections: consecutive runs of each category's items in cat_order (no random draw, so the
+    # rest of the world is what the same seed always made)
+    sorted_category = category[cat_order]
+    within = np.arange(m) - np.searchsorted(sorted_category, sorted_category)  # rank inside the category
+    collection = np.empty(m, dtype=np.int64)
+    collection[cat_order] = np.unique(sorted_category * m + within // cfg.collection_size, return_inverse=True)[1]
+    # successors mostly stay in the item's collection, as "viewed next" does in real shops
+    size = np.bincount(collection)
     first = np.concatenate([[0], np.cumsum(size)[:-1]])
     same = cat_order[
-        first[category][:, None] + (rng.random((m, cfg.successors)) * size[category][:, None]).astype(np.int64)
+        first[collection][:, None] + (rng.random((m, cfg.successors)) * size[collection][:, None]).astype(np.int64)
     ]
     anywhere = (np.arange(m)[:, None] + rng.integers(1, m, (m, cfg.successors))) % m
-    successors = np.where(rng.random((m, cfg.successors)) < cfg.successor_same_category, same, anywhere)
+    successors = np.where(rng.random((m, cfg.successors)) < cfg.successor_same_collection, same, anywhere)
     quality = rng.beta(2.0, 5.0, m)
     activity = rng.lognormal(0.0, 1.0, cfg.users)
     return Shop(
@@ -158,6 +221,7 @@ def build_shop(cfg: ShopConfig, rng: np.random.Generator) -> Shop:
         pop_in_category=pop_in_category,
         cat_cdf=np.minimum(cat_cdf, category[cat_order] + 1 - 1e-12),
         cat_order=cat_order,
+        collection=collection,
         successors=successors,
         click_p=0.2 + 0.5 * quality,
         cart_p=0.15 + 0.4 * quality,
@@ -345,14 +409,15 @@ def _write_catalog(cfg: ShopConfig, shop: Shop, landing: Path) -> None:
     m = cfg.items
     cats = np.asarray(CATEGORIES)[shop.category]
     adjs = np.asarray(ADJECTIVES)[np.arange(m) % len(ADJECTIVES)]
-    titles = [f"{a.title()} {c} item {i}" for i, (a, c) in enumerate(zip(adjs, cats))]
+    names = [f"{COLOURS[k // len(ANIMALS) % len(COLOURS)]} {ANIMALS[k % len(ANIMALS)]}" for k in shop.collection]
+    titles = [f"{a.title()} {n.title()} {c} item {i}" for i, (a, n, c) in enumerate(zip(adjs, names, cats))]
     items = pa.table(
         {
             "item_id": _ids("i", np.arange(m)),
             "title": titles,
             "category": cats,
             "price": shop.price,
-            "description": [f"A {a} {c} product." for a, c in zip(adjs, cats)],
+            "description": [f"A {a} {c} product from the {n} collection." for a, n, c in zip(adjs, names, cats)],
         },
         schema=ITEM_SCHEMA,
     )

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from model.experiments import Experiments
 from model.registry import Registry
+from rtrec.content import CONTENT_FILE
 from rtrec.feature_store import open_store
 from rtrec.landing import ensure_landing_zone
 from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
@@ -46,7 +47,7 @@ async def lifespan(app: FastAPI):
     app.state.catalog = Catalog(settings.marts_dir)
     registry = Registry(settings.models_dir)
     app.state.experiments = Experiments(settings.experiments_dir, registry)
-    app.state.models = ModelHolder(registry, app.state.experiments)
+    app.state.models = ModelHolder(registry, app.state.experiments, content_path=settings.marts_dir / CONTENT_FILE)
     app.state.impressions = ImpressionLog()
     app.state.ctr_window = SlidingWindow(settings.ctr_window_seconds)
     stop = threading.Event()

@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from model.experiments import POPULAR, Experiment, Experiments
 from model.inference import Recommender
 from model.registry import Registry
+from rtrec.content import read_content
 from serving import metrics
 
 log = logging.getLogger("rtrec.serving")
@@ -47,9 +49,17 @@ class ModelHolder:
     stays (none at startup: the API answers with the popular list) and `error` says why."""
 
     def __init__(
-        self, registry: Registry, experiments: Experiments | None = None, retry_seconds: float = RETRY_SECONDS
+        self,
+        registry: Registry,
+        experiments: Experiments | None = None,
+        retry_seconds: float = RETRY_SECONDS,
+        content_path: Path | None = None,
     ) -> None:
         self.registry, self.experiments, self.retry_seconds = registry, experiments, retry_seconds
+        # items' text embeddings (rtrec/content.py): a model that reads them also scores the items
+        # it was never trained on, taken up again whenever the file changes
+        self.content_path = content_path
+        self._content_stamp: tuple[int, int, int] | None = None
         self.recommender: Recommender | None = None
         self.running: Running | None = None  # the experiment being served, its models loaded
         self.error: str | None = None
@@ -126,7 +136,7 @@ class ModelHolder:
         running = self.running
         if running is not None and running.models.get(version) is not None:  # an experiment's winner
             return running.models[version]
-        recommender = Recommender.load(self.registry.path(version))
+        recommender = self._with_new_items(Recommender.load(self.registry.path(version)))
         known = recommender.vocab.item_ids[:1]
         recommender.recommend([(known[0], "view")] if known else [], k=1)  # it must answer, not just load
         return recommender
@@ -139,6 +149,8 @@ class ModelHolder:
             return
         if current == self.version:  # nothing new (a rollback to the served version clears an error)
             self.error = None
+            if self._content_stamp != self._content_file_stamp():
+                self.recommender = self._with_new_items(self.recommender)
             return
         if current is None:  # the pointer is gone: keep serving what is served
             return
@@ -154,6 +166,28 @@ class ModelHolder:
         self.recommender, self.error, self._failed = recommender, None, None
         metrics.serving_version(current, old)
         log.info("serving model %s", current)
+
+    def _content_file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            stat = self.content_path.stat()
+        except (AttributeError, FileNotFoundError):  # no path given, or no file yet
+            return None
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+    def _with_new_items(self, recommender: Recommender) -> Recommender:
+        """The recommender scoring the content file's new items too (itself when there is none).
+        An unreadable file keeps the items it had and is tried again when it changes."""
+        stamp = self._content_file_stamp()
+        self._content_stamp = stamp
+        if stamp is None:
+            return recommender
+        try:
+            return recommender.with_new_items(read_content(self.content_path))
+        except Exception as err:
+            log.error(
+                "%s could not be read (%s: %s); new items stay as they were", self.content_path, type(err).__name__, err
+            )
+            return recommender
 
     def _fail(self, version: str | None, error: str) -> None:
         self.error = error[:500]

@@ -84,3 +84,15 @@ def test_a_distributed_run_keeps_to_its_time_budget(marts, tmp_path):
     line = command(2, "tiny", marts, tmp_path / "models", report, epochs=EPOCHS, device="cpu", budget_seconds=1e-6)
     subprocess.run(line, check=True, capture_output=True, timeout=300)
     assert len(json.loads(report.read_text())["history"]) == 1  # the first epoch always runs, then no other
+
+
+def test_a_distributed_run_tries_the_presets_alternatives_on_every_rank(marts, tmp_path):
+    # "cpu" tries an alternative after its own settings: every rank must train the same ones
+    report = tmp_path / "report.json"
+    line = command(2, "cpu", marts, tmp_path / "models", report, epochs=2, device="cpu")
+    subprocess.run(line, check=True, capture_output=True, timeout=300)
+    assert len(json.loads(report.read_text())["metrics"]["settings_tried"]) == 2
+    # out of time after the first setting: rank 0 says so and no rank starts the second
+    line = command(2, "cpu", marts, tmp_path / "models", report, epochs=2, device="cpu", budget_seconds=1e-6)
+    subprocess.run(line, check=True, capture_output=True, timeout=300)
+    assert len(json.loads(report.read_text())["metrics"]["settings_tried"]) == 1

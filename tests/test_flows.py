@@ -17,6 +17,7 @@ from flows.deploy import declared_deployments, deploy
 from flows.nightly import NightlyStepFailed, nightly
 from flows.progress import compact_console
 from model.registry import Registry
+from rtrec.content import CONTENT_FILE, read_content
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import get_settings
 
@@ -30,18 +31,31 @@ def test_a_failed_training_names_the_step_and_leaves_the_current_model(data_dir,
         first = nightly(preset_name="tiny", epochs=2)
     # the compact view: a line per step and per epoch, the decision; dbt's node lines only in the file
     shown = screen.getvalue()
-    for line in ("forget: ", "etl: 4,000 events checked, 4,000 accepted", "materialize: user_state ", "epoch 1/2:"):
+    for line in (
+        "forget: ",
+        "etl: 4,000 events checked, 4,000 accepted",
+        "embed: 60 item text(s) encoded, 0 unchanged",
+        "materialize: user_state ",
+        "setting 1, epoch 1/2:",
+    ):
         assert line in shown, shown
-    assert f"train: model {first['train'].version}, test NDCG@10" in shown and "promoted" in shown
+    assert f"train: model {first['train'].version} (setting 1 of 1), test NDCG@10" in shown and "promoted" in shown
     assert "stg_events" not in shown + capsys.readouterr().err  # neither here nor on Prefect's console
     full = log_path.read_text()
     assert "stg_events" in full and "epoch 1/2: loss" in full
     assert all(h.level == 0 for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler))
+    content = read_content(data_dir / "marts" / CONTENT_FILE)
+    assert sorted(content["item_id"]) == sorted(
+        pq.read_table(data_dir / "landing" / "items.parquet")["item_id"].to_pylist()
+    )
     with pytest.raises(
         NightlyStepFailed, match=r"(?s)step 'train' failed: unknown preset.*left unchanged: the current model"
     ):
         nightly(preset_name="no-such-preset")
     assert Registry(data_dir / "models").current() == first["train"].version
+    # the second run's embed step found every text unchanged: no vector encoded or stamped again
+    again = read_content(data_dir / "marts" / CONTENT_FILE)
+    assert again["event_timestamp"].tolist() == content["event_timestamp"].tolist()
 
 
 def online_rows(path) -> dict[str, list[tuple]]:

@@ -228,7 +228,7 @@ def test_replay_transition_baseline_follows_fresh_events_and_popularity_cannot()
 
 
 def test_replay_table_trains_before_the_cut_and_reports_every_model():
-    rows = replay_table(cyclic_data(), 2, *preset("tiny", epochs=2))
+    rows = replay_table(cyclic_data(), 2, [preset("tiny", epochs=2)])
     assert [r["model"].split(" (")[0] for r in rows] == ["MostPop", "item-to-item transitions", "SASRec"]
     for row in rows:
         assert row["live"]["cases"] == row["frozen"]["cases"] == 2 * 60

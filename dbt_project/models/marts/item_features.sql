@@ -34,6 +34,7 @@ activity as (
 select
     items.item_id,
     items.title,
+    items.description,
     items.category,
     items.price,
     coalesce(activity.n_view, 0) as n_view,
