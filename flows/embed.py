@@ -21,7 +21,14 @@ def embed_catalog(marts: Path) -> dict:
 
 @task(name="embed-item-content")
 def embed() -> dict:
-    done = embed_catalog(get_settings().marts_dir)
+    """The embed step. Text embeddings only help new items: a failure here is logged and the
+    nightly run goes on with the last run's file (`{"failed": why}`), instead of leaving the
+    online store and the model a day old."""
+    try:
+        done = embed_catalog(get_settings().marts_dir)
+    except Exception as err:
+        get_run_logger().exception("item text embeddings failed; keeping the last run's")
+        return {"failed": f"{type(err).__name__}: {err}"[:300]}
     get_run_logger().info(
         "item text embeddings: %d encoded (new or changed), %d kept, %d removed",
         done["encoded"],

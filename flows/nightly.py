@@ -118,7 +118,11 @@ DONE = {
         f"etl: {r.get('events_in', 0):,} events checked, {r.get('accepted', 0):,} accepted; "
         f"quarantined: {_quarantined(r)}"
     ),
-    "embed": lambda r: f"embed: {r['encoded']:,} item text(s) encoded, {r['items'] - r['encoded']:,} unchanged",
+    "embed": lambda r: (
+        f"embed: failed ({r['failed']}); items keep the last run's text embeddings"
+        if "failed" in r
+        else f"embed: {r['encoded']:,} item text(s) encoded, {r['items'] - r['encoded']:,} unchanged"
+    ),
     "materialize": lambda r: "materialize: " + ", ".join(f"{view} {rows:,} rows" for view, rows in r.items()),
     "train": lambda r: (
         f"train: model {r.version} (setting {r.metrics['setting_chosen']} of {len(r.metrics['settings_tried'])}), "

@@ -31,6 +31,7 @@ class Recommender:
         with torch.inference_mode():
             self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
         self.new_items = 0  # rows after the vocabulary's: items scored from their content alone
+        self.content_stamp = None  # which state of the content file those rows come from (serving's)
 
     @torch.inference_mode()
     def with_new_items(self, items: pd.DataFrame) -> Recommender:

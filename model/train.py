@@ -9,10 +9,12 @@ checkpoint, and tells the others when to stop."""
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ from model.evaluate import evaluate
 from model.sasrec import ModelConfig, SASRec
 from model.scorer import sasrec_scorer
 from model.windows import length_batches, training_windows
+
+log = logging.getLogger("rtrec.train")
 
 
 @dataclass
@@ -102,6 +106,16 @@ def train_epoch(
     return total / max(batches, 1), batches
 
 
+def fingerprint(data: SequenceData, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
+    """What a checkpoint must match to be resumed: the data (its size and last interaction) and
+    the settings, but for those a resumed run may change (more epochs, another budget or device)."""
+    settings = {k: v for k, v in train_cfg.to_dict().items() if k not in ("epochs", "budget_seconds", "device")}
+    last = max((float(t[-1]) for t in data.times if len(t)), default=0.0)
+    shape = [data.vocab.n_items, len(data.user_ids), sum(len(s) for s in data.items), last]
+    payload = json.dumps([model_cfg.to_dict(), settings, shape], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
 def weights_digest(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for tensor in model.state_dict().values():
@@ -143,26 +157,30 @@ def train(
     With `checkpoint`, the state after every epoch is saved there and a run that finds one resumes.
     `on_epoch` gets each epoch's record (epoch, loss, validation metrics) with `epochs` (the limit)
     and `best` (the best validation NDCG@10 so far), e.g. to log a line per epoch."""
+    if model_cfg.content and data.content is None:
+        # no embed step ran: a projection of zeros learns nothing, and would score new items at random
+        log.warning("no item text embeddings (marts/item_content.parquet): training without content")
+        model_cfg = replace(model_cfg, content=False, id_dropout=0.0)
     seed_everything(train_cfg.seed)
     device = resolve_device(train_cfg.device)
     model = SASRec.from_vocab(model_cfg, data.vocab, data.content if model_cfg.content else None).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     windows = window_tensors(data, model_cfg, train_cfg)
     state = TrainState(model, optimizer, torch.Generator().manual_seed(train_cfg.seed))
-    if checkpoint is not None and checkpoint.exists():
-        state.resume(checkpoint)
+    state.fingerprint = fingerprint(data, model_cfg, train_cfg)
+    if checkpoint is not None and checkpoint.exists() and not state.resume(checkpoint):
+        log.warning("%s is of other data or settings: training from the start", checkpoint)
     distributed = dist.is_initialized()
     lead = not distributed or dist.get_rank() == 0
     if distributed:
         same_on_every_rank(state.epoch, "resumed from different checkpoints (nodes need one shared models directory)")
-    # DDP broadcasts rank 0's weights when it wraps the model, and averages gradients on backward
-    loss_of = DistributedDataParallel(Loss(model)) if distributed else Loss(model)
+    # DDP broadcasts rank 0's weights and buffers when it wraps the model, and averages gradients on
+    # backward; the buffers (item features and text embeddings) never change, so not at every step
+    loss_of = DistributedDataParallel(Loss(model), broadcast_buffers=False) if distributed else Loss(model)
     early = data.sample_users(train_cfg.eval_users, train_cfg.seed)  # what each epoch is judged on
     started, first = time.perf_counter(), state.epoch + 1
-    # a checkpoint of a run that had stopped early (one setting of a search, model/tuning.py) stays stopped
-    last = first if state.stale >= train_cfg.patience else train_cfg.epochs
     epochs = tqdm(
-        range(first, last),
+        range(first, first if state.finished else train_cfg.epochs),  # a finished run stays finished
         desc="training",
         total=train_cfg.epochs,
         initial=first,
@@ -181,12 +199,13 @@ def train(
             if on_epoch is not None:
                 on_epoch({**state.history[-1], "epochs": train_cfg.epochs, "best": best})
             epochs.set_postfix(loss=f"{loss:.3f}", val_ndcg=f"{metrics['ndcg@10']:.4f}", best=f"{best:.4f}")
+            # another epoch at this run's mean pace (evaluation included) would end past the budget
+            spent, done = time.perf_counter() - started, epoch + 1 - first
+            out_of_time = train_cfg.budget_seconds is not None and spent + spent / done > train_cfg.budget_seconds
+            state.finished = state.stale >= train_cfg.patience or out_of_time
+            stop[0] = float(state.finished)
             if checkpoint is not None:
                 state.save(checkpoint)
-            # another epoch at this run's mean pace (evaluation included) would end past the budget
-            spent, finished = time.perf_counter() - started, epoch + 1 - first
-            out_of_time = train_cfg.budget_seconds is not None and spent + spent / finished > train_cfg.budget_seconds
-            stop[0] = float(state.stale >= train_cfg.patience or out_of_time)
         if distributed:
             dist.broadcast(stop, src=0)
         if stop.item():

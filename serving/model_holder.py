@@ -57,9 +57,8 @@ class ModelHolder:
     ) -> None:
         self.registry, self.experiments, self.retry_seconds = registry, experiments, retry_seconds
         # items' text embeddings (rtrec/content.py): a model that reads them also scores the items
-        # it was never trained on, taken up again whenever the file changes
+        # it was never trained on, taken up again by every loaded model whenever the file changes
         self.content_path = content_path
-        self._content_stamp: tuple[int, int, int] | None = None
         self.recommender: Recommender | None = None
         self.running: Running | None = None  # the experiment being served, its models loaded
         self.error: str | None = None
@@ -100,6 +99,21 @@ class ModelHolder:
         self._refresh_model()
         if self.experiments is not None:
             self._refresh_experiment()
+        self._refresh_content()
+
+    def _refresh_content(self) -> None:
+        """Give every loaded model (the served one, an experiment's) the content file as it is now."""
+        stamp = self._content_file_stamp()
+        served = self.recommender
+        if served is not None and served.content_stamp != stamp:
+            self.recommender = self._with_new_items(served)
+        running = self.running
+        if running is not None and any(m is not None and m.content_stamp != stamp for m in running.models.values()):
+            models = {
+                v: m if m is None or m.content_stamp == stamp else self._with_new_items(m)
+                for v, m in running.models.items()
+            }
+            self.running = Running(running.experiment, models)
 
     def _refresh_experiment(self) -> None:
         """Serve the running experiment once both its versions are loaded; until then (or while one
@@ -149,8 +163,6 @@ class ModelHolder:
             return
         if current == self.version:  # nothing new (a rollback to the served version clears an error)
             self.error = None
-            if self._content_stamp != self._content_file_stamp():
-                self.recommender = self._with_new_items(self.recommender)
             return
         if current is None:  # the pointer is gone: keep serving what is served
             return
@@ -168,26 +180,32 @@ class ModelHolder:
         log.info("serving model %s", current)
 
     def _content_file_stamp(self) -> tuple[int, int, int] | None:
+        if self.content_path is None:
+            return None
         try:
             stat = self.content_path.stat()
-        except (AttributeError, FileNotFoundError):  # no path given, or no file yet
+        except OSError:  # no file yet, or one that cannot be read: the models keep what they have
             return None
         return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
     def _with_new_items(self, recommender: Recommender) -> Recommender:
-        """The recommender scoring the content file's new items too (itself when there is none).
-        An unreadable file keeps the items it had and is tried again when it changes."""
+        """The recommender scoring the content file's new items too (itself when there is none),
+        stamped with the file's state. An unreadable file keeps the items it had and is tried
+        again when it changes."""
         stamp = self._content_file_stamp()
-        self._content_stamp = stamp
-        if stamp is None:
-            return recommender
-        try:
-            return recommender.with_new_items(read_content(self.content_path))
-        except Exception as err:
-            log.error(
-                "%s could not be read (%s: %s); new items stay as they were", self.content_path, type(err).__name__, err
-            )
-            return recommender
+        extended = recommender
+        if stamp is not None:
+            try:
+                extended = recommender.with_new_items(read_content(self.content_path))
+            except Exception as err:
+                log.error(
+                    "%s could not be read (%s: %s); new items stay as they were",
+                    self.content_path,
+                    type(err).__name__,
+                    err,
+                )
+        extended.content_stamp = stamp
+        return extended
 
     def _fail(self, version: str | None, error: str) -> None:
         self.error = error[:500]

