@@ -19,8 +19,7 @@ import torch
 from model.data import SequenceData, Vocabulary, gap_bucket
 from model.evaluate import Scorer
 from model.inference import Recommender
-from model.metrics import mask_items, rank_metrics, ranks
-from model.replay import MIN_PREFIX
+from model.replay import MIN_PREFIX, case_metrics
 from model.sasrec import SASRec
 from model.scorer import recommender_scorer
 from model.train import train
@@ -108,16 +107,6 @@ def random_scorer(n_items: int, seed: int = 0) -> Scorer:
     return lambda inputs, events, gaps: torch.rand(len(inputs), n_items + 1, generator=generator)
 
 
-def cold_start_metrics(scorer: Scorer, cases: tuple, k: int = 10, batch_size: int = 512) -> dict[str, float]:
-    inputs, kinds, gaps, targets = cases
-    all_ranks = []
-    for start in range(0, len(targets), batch_size):
-        chunk = slice(start, start + batch_size)
-        scores = mask_items(scorer(inputs[chunk], kinds[chunk], gaps[chunk]).float().cpu(), inputs[chunk])
-        all_ranks.append(ranks(scores, torch.from_numpy(targets[chunk])).numpy())
-    return {**rank_metrics(np.concatenate(all_ranks), k), "cases": len(targets)} if all_ranks else {"cases": 0}
-
-
 def popularity_before(before: SequenceData, new: np.ndarray) -> Scorer:
     """MostPop over the data before the cut, in the full data's indices (new items: never seen)."""
     old = np.flatnonzero(~new)  # before's index i is the full data's old[i]
@@ -141,6 +130,5 @@ def cold_start_table(data: SequenceData, setting: Setting, share: float = 0.1, p
         "random": random_scorer(data.vocab.n_items),
     }
     return [
-        {"model": name, "new items": int(new.sum()), **cold_start_metrics(scorer, cases)}
-        for name, scorer in scorers.items()
+        {"model": name, "new items": int(new.sum()), **case_metrics(scorer, cases)} for name, scorer in scorers.items()
     ]

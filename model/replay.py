@@ -56,16 +56,21 @@ def replay_cases(data: SequenceData, n: int) -> dict[str, tuple]:
     }
 
 
+def case_metrics(scorer: Scorer, cases: tuple, k: int = 10, batch_size: int = 512) -> dict[str, float]:
+    """Metrics of cases (inputs, event inputs, gap buckets, targets), each ranked over every item
+    with its input's items masked, as by the harness; with `cases`, their number."""
+    inputs, kinds, gaps, targets = cases
+    all_ranks = []
+    for start in range(0, len(targets), batch_size):
+        chunk = slice(start, start + batch_size)
+        scores = mask_items(scorer(inputs[chunk], kinds[chunk], gaps[chunk]).float().cpu(), inputs[chunk])
+        all_ranks.append(ranks(scores, torch.from_numpy(targets[chunk])).numpy())
+    return {**rank_metrics(np.concatenate(all_ranks), k), "cases": len(targets)} if all_ranks else {"cases": 0}
+
+
 def replay(scorer: Scorer, cases: dict[str, tuple], k: int = 10, batch_size: int = 512) -> dict[str, dict]:
     """Metrics per mode, and `ratio`: live over frozen for each metric."""
-    out = {}
-    for mode, (inputs, kinds, gaps, targets) in cases.items():
-        all_ranks = []
-        for start in range(0, len(targets), batch_size):
-            chunk = slice(start, start + batch_size)
-            scores = mask_items(scorer(inputs[chunk], kinds[chunk], gaps[chunk]).float().cpu(), inputs[chunk])
-            all_ranks.append(ranks(scores, torch.from_numpy(targets[chunk])).numpy())
-        out[mode] = {**rank_metrics(np.concatenate(all_ranks), k), "cases": len(targets)}
+    out = {mode: case_metrics(scorer, mode_cases, k, batch_size) for mode, mode_cases in cases.items()}
     out["ratio"] = {
         key: out["live"][key] / out["frozen"][key] if out["frozen"][key] else float("inf")
         for key in (f"hr@{k}", f"ndcg@{k}", f"mrr@{k}")

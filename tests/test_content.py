@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from model.cold_start import cold_start_metrics, content_scorer, new_item_split, random_scorer
+from model.cold_start import content_scorer, new_item_split, random_scorer
 from model.config import preset
 from model.data import build_vocabulary, sequences_from_frame
 from model.experiments import POPULAR, Experiments
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry
+from model.replay import case_metrics
 from model.train import train
 from rtrec.content import CONTENT_DIM, encoder, read_content, update_content
 from rtrec.generate import ShopConfig, build_shop, generate
@@ -137,8 +138,8 @@ def test_a_content_model_recommends_items_it_never_trained_on_and_random_does_no
     model_cfg, train_cfg = preset("tiny", epochs=30, patience=30, lr=5e-3)
     model_cfg = replace(model_cfg, content=True, id_dropout=0.5)
     result = train(before, model_cfg, train_cfg, progress=False)
-    ours = cold_start_metrics(content_scorer(result.model, before, data, new), cases)
-    chance = cold_start_metrics(random_scorer(data.vocab.n_items), cases)
+    ours = case_metrics(content_scorer(result.model, before, data, new), cases)
+    chance = case_metrics(random_scorer(data.vocab.n_items), cases)
     assert ours["hr@10"] > 2 * chance["hr@10"] and ours["ndcg@10"] > 2 * chance["ndcg@10"]
 
 
