@@ -9,12 +9,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import PrefectConsoleHandler
 from rich.console import Console
 
 from flows.deploy import declared_deployments, deploy
-from flows.nightly import NightlyStepFailed, nightly
+from flows.embed import embed
+from flows.nightly import NightlyStepFailed, done_line, nightly
 from flows.progress import compact_console
 from model.registry import Registry
 from rtrec.content import CONTENT_FILE, read_content
@@ -125,3 +127,15 @@ def test_prefect_analytics_are_off_in_every_process_that_runs_the_flows():
     from prefect.settings import get_current_settings
 
     assert get_current_settings().server.analytics_enabled is False
+
+
+def test_a_failed_embed_step_is_logged_and_the_nightly_goes_on(data_dir, prefect_harness):
+    @flow
+    def embed_only() -> dict:
+        return embed()
+
+    # no item_features mart to read: the step fails, says why, and returns instead of raising
+    result = embed_only()
+    assert "item_features.parquet" in result["failed"]
+    assert done_line("embed", result).startswith("embed: failed (")
+    assert not (data_dir / "marts" / CONTENT_FILE).exists()
