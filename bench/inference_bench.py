@@ -1,4 +1,5 @@
-"""Model inference latency: one user (50 recent items) and batches, for a 10k-item catalog.
+"""Model inference latency: one user (50 recent items) and batches, for a 10k-item catalog, in
+the float32 form and the compressed one (ONNX Runtime, model/export.py) side by side.
 
     python bench/inference_bench.py [--items 10000] [--preset cpu]
 Weights are random: latency does not depend on their values.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from rich.table import Table
 from bench.common import percentiles
 from model.config import PRESETS
 from model.data import Vocabulary
+from model.export import ONNX_FILE, OnnxScores, export_onnx
 from model.inference import Recommender
 from model.sasrec import SASRec
 from rtrec.events import EVENT_TYPES
@@ -41,38 +44,52 @@ def main() -> None:
         [0] + [k % 10 + 1 for k in range(n)],
         [f"c{k}" for k in range(20)],
     )
-    rec = Recommender(SASRec.from_vocab(cfg, vocab), vocab, "bench")
+    model = SASRec.from_vocab(cfg, vocab)
     history = lambda: [(f"i{random.randrange(n)}", random.choice(EVENT_TYPES[:4])) for _ in range(cfg.max_len)]  # noqa: E731
-    for _ in range(50):
-        rec.recommend(history(), k=10)
-    single = []
-    for _ in range(1000):
-        h = history()
-        start = time.perf_counter()
-        rec.recommend(h, k=10, exclude=[i for i, _ in h])
-        single.append(time.perf_counter() - start)
     table = Table(
+        "form",
         "call",
         "p50 ms",
         "p99 ms",
         "users/s",
         title=f"SASRec '{args.preset}' inference, {n:,} items, {args.threads} thread(s)",
     )
-    p = percentiles(single)
-    table.add_row(
-        "recommend (1 user, 50 recent items, top-10)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{1000 / p['p50']:,.0f}"
-    )
-    for batch in (16, 64, 256):
-        histories = [history() for _ in range(batch)]
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            rec.recommend_batch(histories, k=10)
-            times.append(time.perf_counter() - start)
-        p = percentiles(times)
-        table.add_row(
-            f"recommend_batch ({batch} users)", f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{batch * 1000 / p['p50']:,.0f}"
-        )
+    with tempfile.TemporaryDirectory() as scratch:
+        export_onnx(model, Path(scratch) / ONNX_FILE)
+        forms = [
+            Recommender(model, vocab, "bench"),
+            Recommender(model, vocab, "bench", OnnxScores(Path(scratch) / ONNX_FILE)),
+        ]
+        p50 = {}
+        for rec in forms:
+            for _ in range(50):
+                rec.recommend(history(), k=10)
+            single = []
+            for _ in range(1000):
+                h = history()
+                start = time.perf_counter()
+                rec.recommend(h, k=10, exclude=[i for i, _ in h])
+                single.append(time.perf_counter() - start)
+            p = percentiles(single)
+            p50[rec.form] = p["p50"]
+            row = "recommend (1 user, 50 recent items, top-10)"
+            table.add_row(rec.form, row, f"{p['p50']:.2f}", f"{p['p99']:.2f}", f"{1000 / p['p50']:,.0f}")
+            for batch in (16, 64, 256):
+                histories = [history() for _ in range(batch)]
+                times = []
+                for _ in range(20):
+                    start = time.perf_counter()
+                    rec.recommend_batch(histories, k=10)
+                    times.append(time.perf_counter() - start)
+                p = percentiles(times)
+                table.add_row(
+                    rec.form,
+                    f"recommend_batch ({batch} users)",
+                    f"{p['p50']:.2f}",
+                    f"{p['p99']:.2f}",
+                    f"{batch * 1000 / p['p50']:,.0f}",
+                )
+        table.caption = f"one user, p50: float32 / onnx = {p50['float32'] / p50['onnx']:.2f}x"
     Console(width=140).print(table)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,12 @@ import pandas as pd
 import torch
 
 from model.data import Vocabulary, gap_bucket, pad_left
+from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
 from rtrec.content import CONTENT_DIM
 from rtrec.events import EVENT_INDEX
+
+log = logging.getLogger("rtrec.model")
 
 
 @dataclass
@@ -23,6 +27,11 @@ class Recommender:
     model: SASRec
     vocab: Vocabulary
     version: str
+    onnx: OnnxScores | None = None  # the compressed form (model/export.py): scores in place of the model when set
+
+    @property
+    def form(self) -> str:
+        return "onnx" if self.onnx is not None else "float32"
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -58,12 +67,22 @@ class Recommender:
         return extended
 
     @classmethod
-    def load(cls, version_dir: Path) -> Recommender:
+    def load(cls, version_dir: Path, compressed: bool = True) -> Recommender:
+        """The version in `version_dir`; with `compressed`, in its compressed form when the version
+        has one that passed its check at training time (model/export.py)."""
         config = json.loads((version_dir / "config.json").read_text())
         vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
         model = SASRec.from_vocab(ModelConfig(**config["model"]), vocab)
         model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
-        return cls(model, vocab, version_dir.name)
+        onnx = None
+        metrics = version_dir / "metrics.json"
+        check = json.loads(metrics.read_text()).get("compressed", {}) if compressed and metrics.exists() else {}
+        if check.get("passed"):
+            try:
+                onnx = OnnxScores(version_dir / check["file"])
+            except Exception as err:  # the float model still answers: the same top-k, only slower
+                log.warning("version %s: compressed form not loaded (%s); serving float32", version_dir.name, err)
+        return cls(model, vocab, version_dir.name, onnx)
 
     def encode_history(self, history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Item and event-type indices of the known items in `history` (unknown ids are skipped)."""
@@ -79,7 +98,10 @@ class Recommender:
         width = min(self.model.cfg.max_len, max(1, max((len(s) for s in items), default=1)))
         x = torch.from_numpy(pad_left(items, width))
         e = torch.from_numpy(pad_left(events, width))
-        return self.model.scores(x, e, torch.from_numpy(np.asarray(gaps, dtype=np.int64)), self.table)
+        g = torch.from_numpy(np.asarray(gaps, dtype=np.int64))
+        if self.onnx is not None:
+            return self.onnx(x, e, g, self.table)
+        return self.model.scores(x, e, g, self.table)
 
     @torch.inference_mode()
     def recommend_batch(

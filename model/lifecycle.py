@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,14 +15,17 @@ import torch
 from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import Scorer, evaluate
+from model.export import ONNX_FILE, OnnxScores, compression_check, export_onnx, model_ms
 from model.inference import Recommender
 from model.plots import save_curve
 from model.registry import Registry, not_worse
-from model.sasrec import ModelConfig
+from model.sasrec import ModelConfig, SASRec
 from model.scorer import recommender_scorer, sasrec_scorer
 from model.train import TrainResult
 from model.tuning import Setting, checkpoint_of, choose
 from rtrec.landing import write_json
+
+log = logging.getLogger("rtrec.train")
 
 
 @dataclass
@@ -40,9 +46,14 @@ def save_version(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     metrics: dict,
+    compressed: Path | None = None,
 ) -> str:
+    """Register the trained model, with `compressed` (its exported form) beside the weights."""
+
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
+        if compressed is not None:
+            shutil.copyfile(compressed, directory / compressed.name)
         write_json(
             directory / "config.json",
             {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), "device": result.device},
@@ -53,6 +64,24 @@ def save_version(
         save_curve(result.history, directory / "curve.png")
 
     return registry.create(write)
+
+
+def check_compressed(model: SASRec, data: SequenceData, directory: Path) -> tuple[Path | None, dict]:
+    """Export the model's compressed form into `directory` and check it against the float model on
+    the test split and in model time (model/export.py). A form that cannot be exported is a failed
+    check: the version is registered and served in float32."""
+    path = directory / ONNX_FILE
+    try:
+        export_onnx(model, path)
+        onnx = OnnxScores(path)
+    except Exception as err:
+        log.warning("the compressed form could not be exported (%r): serving float32", err)
+        return None, {"format": "onnx", "passed": False, "error": repr(err)}
+    float_form = Recommender(model, data.vocab, "float32")
+    ndcg = {}
+    for name, recommender in (("float", float_form), ("onnx", Recommender(model, data.vocab, "onnx", onnx))):
+        ndcg[name] = evaluate(recommender_scorer(recommender, data), data, "test")["ndcg@10"]
+    return path, compression_check(ndcg["float"], ndcg["onnx"], model_ms(model.scores, model), model_ms(onnx, model))
 
 
 def evaluate_both_splits(scorer: Scorer, data: SequenceData) -> dict:
@@ -85,7 +114,9 @@ def train_and_register(
     current_metrics = None
     if current is not None:
         current_metrics = evaluate_both_splits(recommender_scorer(Recommender.load(registry.path(current)), data), data)
-    version = save_version(registry, result, data, model_cfg, train_cfg, metrics)
+    with tempfile.TemporaryDirectory() as scratch:
+        compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
+        version = save_version(registry, result, data, model_cfg, train_cfg, metrics, compressed)
     promoted = not_worse(
         metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None
     )

@@ -148,14 +148,15 @@ class SASRec(nn.Module):
         table = self.item_table() if table is None else table
         real = items > 0  # [B, N]
         # position 1 is the newest token: recency means the same at every sequence length
-        position = (real.flip(1).cumsum(1).flip(1)) * real  # [B, N]
+        position = real.long().flip(1).cumsum(1).flip(1) * real  # [B, N]
         x = table[items] * math.sqrt(self.cfg.dim) + self.position(position)
         if self.cfg.event_types:
             x = x + self.event(events)
         x = self.drop(x * real.unsqueeze(-1))
-        causal = torch.ones(n, n, dtype=torch.bool, device=items.device).tril()
-        # a token attends to earlier real tokens and always to itself (so padding rows stay finite)
-        allowed = (causal & real[:, None, :]) | torch.eye(n, dtype=torch.bool, device=items.device)
+        # a token attends to earlier real tokens and always to itself (so padding rows stay finite);
+        # built from comparisons, which every ONNX runtime implements for booleans
+        step = torch.arange(n, device=items.device)
+        allowed = ((step[:, None] >= step[None, :]) & real[:, None, :]) | (step[:, None] == step[None, :])
         allowed = allowed.unsqueeze(1)  # [B, 1, N, N]
         for block in self.blocks:
             x = block(x, allowed)

@@ -13,13 +13,11 @@ The database runs in write-ahead-log mode: a read never waits for a write nor a 
 and a commit is one append to the log (synchronous=NORMAL: the log is fsynced at checkpoints). The
 online state is derived data: every event is durable in the feedback log first and the nightly run
 rebuilds the state from it, so a power cut can cost the last updates' freshness, never an event.
-Writers of all processes take turns on an flock of ``<db>.writer`` before they begin, tried every
-half millisecond: SQLite's own busy handler polls with sleeps growing to 100 ms, and under
-saturating POST load one API worker's writer starved past its 5 s timeout while others kept winning.
-A write that still times out raises `StoreBusy`: the store is up. SQLite stores event
-timestamps in whole seconds (Feast's adapter), and the comparison is made on those. Feast shares
-one connection among a process's threads, so the threads' writes take turns (one transaction on a
-connection at a time).
+Writers of all processes take turns on an flock before they begin (rtrec/writer_turn.py): under
+saturating POST load SQLite's own busy handler let one API worker's writer starve past its 5 s
+timeout. A write that still times out raises `StoreBusy`: the store is up. SQLite stores event
+timestamps in whole seconds (Feast's adapter), and the comparison is made on those. Each thread has
+its own connection; a process's writes take turns on a mutex.
 
 feature_repo/feature_store.yaml names it by its class path; its config is
 `NewestWinsSqliteOnlineStoreConfig` (Feast finds it by that name).
@@ -27,14 +25,12 @@ feature_repo/feature_store.yaml names it by its class path; its config is
 
 from __future__ import annotations
 
-import fcntl
-import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from feast.feature_view import FeatureView
@@ -42,6 +38,7 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.sqlite import (
     SqliteOnlineStore,
     SqliteOnlineStoreConfig,
+    _initialize_conn,
     _quote_id,
     _table_id,
     adapt_datetime_epoch,
@@ -51,10 +48,12 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import RepoConfig
 from feast.utils import to_naive_utc
 
+from rtrec.writer_turn import open_turn, writer_turn
+
 CLASS_PATH = "rtrec.sqlite_online_store.NewestWinsSqliteOnlineStore"
 Row = tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]
 WRITER_WAIT_SECONDS = 5.0  # as SQLite's own busy timeout
-CHUNK = 500  # entity keys per lookup of stored timestamps (SQLite's limit on bound parameters is 999+)
+CHUNK = 500  # keys per lookup by `in (...)`: under SQLite's limit on the parameters of one statement (999+)
 
 
 class NewestWinsSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
@@ -73,34 +72,31 @@ class StoreBusy(TimeoutError):
 class NewestWinsSqliteOnlineStore(SqliteOnlineStore):
     _write_mutex = threading.Lock()
     _writer_fd: int | None = None
+    _generation = 0  # a teardown deletes the database: connections opened before it are dropped
 
     def _get_conn(self, config: RepoConfig):
-        fresh = self._conn is None
-        conn = super()._get_conn(config)
-        if fresh:
-            conn.execute("pragma journal_mode=wal")  # kept in the database file; every process sees it
-            conn.execute("pragma synchronous=normal")
-            self._writer_fd = os.open(f"{self._get_db_path(config)}.writer", os.O_RDWR | os.O_CREAT, 0o644)
-        return conn
+        """This thread's connection. Feast shares one among all threads, and a read stepping through
+        its rows on it while another thread begins a write fails one or the other ("another row
+        available", "database is locked"); with one each, WAL lets reads run beside the write."""
+        local = self.__dict__.setdefault("_threads", threading.local())
+        if getattr(local, "generation", None) != self._generation:
+            local.conn = _initialize_conn(self._get_db_path(config))
+            local.conn.execute("pragma journal_mode=wal")  # kept in the database file; every process sees it
+            local.conn.execute("pragma synchronous=normal")
+            local.generation = self._generation
+            if self._writer_fd is None:
+                self._writer_fd = open_turn(Path(self._get_db_path(config)))
+        return local.conn
+
+    def teardown(self, config: RepoConfig, tables, entities) -> None:
+        self._generation += 1
+        super().teardown(config, tables, entities)
 
     @contextmanager
     def _writer(self) -> Iterator[None]:
-        """This process's turn to write: threads take turns on a mutex, processes on the flock,
-        tried every half millisecond for at most WRITER_WAIT_SECONDS (then `StoreBusy`)."""
-        with self._write_mutex:
-            deadline = time.monotonic() + WRITER_WAIT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(self._writer_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StoreBusy(f"online database busy: no turn to write in {WRITER_WAIT_SECONDS} s") from None
-                    time.sleep(0.0005)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
+        """This process's turn to write: threads take turns on a mutex, processes on the flock."""
+        with self._write_mutex, writer_turn(self._writer_fd, WRITER_WAIT_SECONDS, StoreBusy):
+            yield
 
     def online_write_batch(
         self,

@@ -17,7 +17,10 @@ Index. A SQLite database in the same folder, shared by all workers, with
 
 Append. Under one write transaction (one writer at a time across all workers) the ids are looked
 up, a time is taken from the clock, the lines are appended and fsynced, then ids, user files and
-the new size are recorded and committed; only then does the API answer 202. When anything fails
+the new size are recorded and committed; only then does the API answer 202. Group commit: the
+calls that arrive while a worker's append is under way wait, and the next of them appends them all
+in one transaction (one fsync of the file, one of the index), then answers each with its own lines
+(or each with the same `NotDurable`), so concurrent requests share the cost of the two fsyncs. When anything fails
 the transaction is rolled back and the file cut back to its size before the write (and fsynced):
 the log is exactly as it was, and the caller gets `NotDurable` (the API's 503) and may retry. If
 even cutting back fails, this worker never appends to that file again; the uncommitted tail is cut
@@ -45,17 +48,21 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rtrec.durable import TornFile, append_durably, cut_back, fsync_dir, write_all
 from rtrec.settings import Settings
 from rtrec.shared_log import from_micros, iso, micros
+from rtrec.sqlite_online_store import CHUNK
+from rtrec.writer_turn import open_turn, writer_turn
 
 log = logging.getLogger("rtrec.serving")
 
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
+INDEX_WAIT_SECONDS = 30  # for a turn to write the index, then `NotDurable`
 SCHEMA = (
     "create table if not exists event_ids (event_id text primary key, user_id text)",
     "create index if not exists event_ids_by_user on event_ids (user_id)",
@@ -70,6 +77,16 @@ SCHEMA = (
 class NotDurable(Exception):
     """The events could not be made durable. Nothing of the call was kept (the log and its index
     are as they were before it), so retrying the same events is safe."""
+
+
+@dataclass
+class _Call:
+    """One caller's events waiting for a group commit, and its answer once `done`."""
+
+    events: list[dict]
+    logged: list[dict] = field(default_factory=list)
+    error: BaseException | None = None
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,14 +125,19 @@ class FeedbackLog:
         self.seq = 0
         # shared by the request threads of this worker; the mutex keeps them off it one at a time
         self.index = sqlite3.connect(
-            self.dir / "event_ids.sqlite", timeout=30, isolation_level=None, check_same_thread=False
+            self.dir / "event_ids.sqlite", timeout=INDEX_WAIT_SECONDS, isolation_level=None, check_same_thread=False
         )
+        self.turn = open_turn(self.dir / "event_ids.sqlite")
         self.mutex = threading.Lock()
+        self.waiting: list[_Call] = []  # appends not taken into a group yet (guarded by waiting_lock)
+        self.waiting_lock = threading.Lock()
         self.index.execute("pragma journal_mode=wal")
         for statement in SCHEMA:
             self.index.execute(statement)
         # reads of pending deletions (every recommendation) never wait behind an append's fsync
-        self.reader = sqlite3.connect(self.dir / "event_ids.sqlite", timeout=30, check_same_thread=False)
+        self.reader = sqlite3.connect(
+            self.dir / "event_ids.sqlite", timeout=INDEX_WAIT_SECONDS, check_same_thread=False
+        )
         self.reader_mutex = threading.Lock()
         with self.mutex:
             self._transaction(self._sync)
@@ -124,14 +146,21 @@ class FeedbackLog:
 
     def _transaction(self, work, *args):
         """Run `work` inside one write transaction of the index (one writer across all workers)."""
-        self.index.execute("begin immediate")
-        try:
-            result = work(*args)
-            self.index.execute("commit")
-        except BaseException:
-            self._rollback()
-            raise
+        with self._turn():
+            self.index.execute("begin immediate")
+            try:
+                result = work(*args)
+                self.index.execute("commit")
+            except BaseException:
+                self._rollback()
+                raise
         return result
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This worker's turn to write the index, among every process that does (rtrec/writer_turn.py)."""
+        with writer_turn(self.turn, INDEX_WAIT_SECONDS, sqlite3.OperationalError):
+            yield
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # no transaction left: SQLite rolled it back itself
@@ -197,54 +226,94 @@ class FeedbackLog:
 
     def append(self, events: list[dict]) -> list[dict]:
         """Durably append the events whose ids were never accepted; returns them as logged, each
-        with its `received_at` (ISO-8601 UTC, one per call) and `seq`. Raises `NotDurable` when
-        they could not be made durable; nothing of the call is kept then."""
+        with its `received_at` (ISO-8601 UTC, one per group commit) and `seq`. Raises `NotDurable`
+        when they could not be made durable; nothing of the call is kept then."""
+        call = _Call(events)
+        with self.waiting_lock:
+            self.waiting.append(call)
         with self.mutex:
-            try:
-                if self.path is None:
-                    self._start_file()
-                return self._append(events)
-            except (OSError, sqlite3.Error) as err:
-                log.exception("feedback append failed")
-                raise NotDurable(f"the feedback log could not be written ({_reason(err)})") from err
+            if not call.done:  # no group took it while we waited: ours takes every call waiting now
+                with self.waiting_lock:
+                    group, self.waiting = self.waiting, []
+                self._commit_group(group)
+        if call.error is not None:
+            raise call.error
+        return call.logged
 
-    def _append(self, events: list[dict]) -> list[dict]:
+    def _commit_group(self, group: list[_Call]) -> None:
+        """Append the calls of `group` in one transaction and answer each (under the mutex)."""
+        try:
+            if self.path is None:
+                self._start_file()
+            for call, logged in zip(group, self._append([call.events for call in group])):
+                call.logged = logged
+        except (OSError, sqlite3.Error) as err:
+            log.exception("feedback append failed")
+            failure = NotDurable(f"the feedback log could not be written ({_reason(err)})")
+            failure.__cause__ = err
+            for call in group:
+                call.error = failure
+        except BaseException as err:
+            for call in group:
+                call.error = err
+            raise
+        finally:
+            for call in group:
+                call.done = True
+
+    def _never_accepted(self, calls: list[list[dict]]) -> list[list[dict]]:
+        """The events of each call whose ids the index does not hold; an id repeated across the
+        calls counts for the first (in a write transaction)."""
+        ids = list({e["event_id"] for events in calls for e in events})
+        seen = set()
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            seen.update(
+                row[0]
+                for row in self.index.execute(f"select event_id from event_ids where event_id in ({marks})", chunk)
+            )
+        fresh = [[] for _ in calls]
+        for events, kept in zip(calls, fresh):
+            for event in events:
+                if event["event_id"] not in seen:
+                    kept.append(event)
+                    seen.add(event["event_id"])
+        return fresh
+
+    def _append(self, calls: list[list[dict]]) -> list[list[dict]]:
+        """Log the never accepted events of each call in one transaction; returns them per call."""
         path = self.path
         size = end = None
-        self.index.execute("begin immediate")
-        try:
-            ids = [e["event_id"] for e in events]
-            marks = ",".join("?" * len(ids))
-            seen = {
-                row[0] for row in self.index.execute(f"select event_id from event_ids where event_id in ({marks})", ids)
-            }
-            fresh, batch_ids = [], set()
-            for event in events:
-                if event["event_id"] not in seen and event["event_id"] not in batch_ids:
-                    fresh.append(event)
-                    batch_ids.add(event["event_id"])
-            logged = []
-            if fresh:
-                received_at = iso(self._tick())
-                for event in fresh:
-                    self.seq += 1  # never reused, even if this append fails: (file, seq) names one line for good
-                    logged.append({**event, "received_at": received_at, "seq": self.seq})
-                data = "".join(json.dumps(record) + "\n" for record in logged).encode()
-                size = append_durably(path, data)
-                self.index.executemany(
-                    "insert into event_ids values (?, ?)", [(e["event_id"], e["user_id"]) for e in fresh]
-                )
-                self.index.executemany(
-                    "insert or ignore into user_files values (?, ?)", {(e["user_id"], path.name) for e in fresh}
-                )
-                end = size + len(data)
-                self._record_size(path.name, end)
-            self.index.execute("commit")
-        except BaseException as err:
-            self._rollback()
-            if isinstance(err, TornFile) or (size is not None and not cut_back(path, size)):
-                self.path = None  # never append to a file that ends in a write we could not undo
-            raise
+        with self._turn():
+            self.index.execute("begin immediate")
+            try:
+                fresh = self._never_accepted(calls)
+                logged = [[] for _ in calls]
+                if any(fresh):
+                    received_at = iso(self._tick())
+                    for kept, out in zip(fresh, logged):
+                        for event in kept:
+                            # never reused, even if this append fails: (file, seq) names one line for good
+                            self.seq += 1
+                            out.append({**event, "received_at": received_at, "seq": self.seq})
+                    records = [record for out in logged for record in out]
+                    data = "".join(json.dumps(record) + "\n" for record in records).encode()
+                    size = append_durably(path, data)
+                    self.index.executemany(
+                        "insert into event_ids values (?, ?)", [(e["event_id"], e["user_id"]) for e in records]
+                    )
+                    self.index.executemany(
+                        "insert or ignore into user_files values (?, ?)", {(e["user_id"], path.name) for e in records}
+                    )
+                    end = size + len(data)
+                    self._record_size(path.name, end)
+                self.index.execute("commit")
+            except BaseException as err:
+                self._rollback()
+                if isinstance(err, TornFile) or (size is not None and not cut_back(path, size)):
+                    self.path = None  # never append to a file that ends in a write we could not undo
+                raise
         if end is not None and end >= self.max_file_bytes:
             self.path = None  # rotate: the next append starts a new file
         return logged
@@ -256,7 +325,7 @@ class FeedbackLog:
         so the next batch run drops the user's history from the warehouse too. Returns the lines
         removed and the deletion time recorded: events appended before it have an earlier
         `received_at`, events appended after it a later one."""
-        with self.mutex:
+        with self.mutex, self._turn():
             self.index.execute("begin immediate")
             recorded = None
             try:

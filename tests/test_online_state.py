@@ -335,3 +335,52 @@ def test_pushes_and_deletions_racing_in_threads_never_resurrect(online):
         thread.join()
     assert len(deletions) == 5
     assert set(online.items(user)) <= {item for item, at in arrivals.items() if at > max(deletions)}
+
+
+def test_reads_and_pushes_racing_in_threads_all_succeed(online):
+    """Request threads of one worker read and push at once, as a saturated API does: no read and
+    no write fails (on SQLite each thread has its own connection), and every push is kept."""
+    users = [new_user(f"racer{n}") for n in range(4)]
+    errors, done = [], threading.Event()
+
+    def pusher(user):
+        try:
+            for n in range(40):
+                online.push(user, f"i{n}")
+        except Exception as err:
+            errors.append(err)
+
+    def reader():
+        while not done.is_set():
+            try:
+                for user in users:
+                    online.table.read(user)
+            except Exception as err:
+                errors.append(err)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    pushers = [threading.Thread(target=pusher, args=(user,)) for user in users]
+    for thread in readers + pushers:
+        thread.start()
+    for thread in pushers:
+        thread.join()
+    done.set()
+    for thread in readers:
+        thread.join()
+    assert errors == []
+    assert all(online.items(user) == [f"i{n}" for n in range(40)] for user in users)
+
+
+def test_each_thread_has_its_own_sqlite_connection(tmp_path, monkeypatch):
+    """Feast's SQLite store shares one connection among threads; under a saturated API a read on it
+    while another thread began a write failed one of them ("another row available", "database is
+    locked"), opening the breaker for everyone. Ours gives each thread its own."""
+    online = online_on(monkeypatch, tmp_path / "data", "sqlite")
+    store, config = online.table.provider.online_store, online.table.config
+    mine = store._get_conn(config)
+    theirs = []
+    thread = threading.Thread(target=lambda: theirs.append(store._get_conn(config)))
+    thread.start()
+    thread.join()
+    assert store._get_conn(config) is mine and theirs[0] is not mine
+    assert theirs[0].execute("pragma synchronous").fetchone() == (1,)  # NORMAL on every connection

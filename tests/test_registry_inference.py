@@ -1,9 +1,12 @@
 import json
+import shutil
 
 import pytest
 
+from model import lifecycle
 from model.config import preset
 from model.evaluate import evaluate
+from model.export import MAX_NDCG_LOSS
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
@@ -72,6 +75,39 @@ def test_first_training_run_is_registered_and_promoted(trained):
     files = {p.name for p in registry.path(report.version).iterdir()}
     assert {"weights.pt", "config.json", "vocab.json", "metrics.json", "history.json", "curve.png"} <= files
     assert (registry.path(report.version) / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model(trained):
+    registry, _, report = trained
+    check = report.metrics["compressed"]
+    assert check["passed"] and check["format"] == "onnx"
+    assert check["relative_ndcg_loss"] <= MAX_NDCG_LOSS and check["model_ms"] < check["float_model_ms"]
+    directory = registry.path(report.version)
+    assert (directory / check["file"]).stat().st_size > 0 and (directory / "weights.pt").exists()  # both forms
+    compressed, plain = Recommender.load(directory), Recommender.load(directory, compressed=False)
+    assert (compressed.form, plain.form) == ("onnx", "float32")
+    histories = [[("i10", "view"), ("i11", "click")], [("i3", "view")] * 5, [("i40", "purchase")]]
+    got, want = compressed.recommend_batch(histories, k=8), plain.recommend_batch(histories, k=8)
+    assert [[i for i, _ in top] for top in got] == [[i for i, _ in top] for top in want]
+    assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-4)
+
+
+def test_a_form_that_failed_its_check_or_cannot_load_is_served_in_float32(trained, tmp_path, monkeypatch):
+    registry, data, report = trained
+    directory = tmp_path / "version"
+    shutil.copytree(registry.path(report.version), directory)
+    metrics = json.loads((directory / "metrics.json").read_text())
+    (directory / "metrics.json").write_text(
+        json.dumps(metrics | {"compressed": {**metrics["compressed"], "passed": False}})
+    )
+    assert Recommender.load(directory).form == "float32"
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+    (directory / metrics["compressed"]["file"]).write_bytes(b"not a graph")
+    assert Recommender.load(directory).form == "float32"  # logged; the float model answers
+    monkeypatch.setattr(lifecycle, "export_onnx", lambda model, path: (_ for _ in ()).throw(RuntimeError("no op")))
+    failed = train_and_register(data, Registry(tmp_path / "models"), *preset("tiny", epochs=1), progress=False)
+    assert failed.metrics["compressed"] == {"format": "onnx", "passed": False, "error": "RuntimeError('no op')"}
+    assert Recommender.load(Registry(tmp_path / "models").path(failed.version)).form == "float32"
 
 
 def test_a_worse_model_is_registered_but_not_promoted(trained):

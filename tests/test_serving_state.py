@@ -209,6 +209,7 @@ def healthy(version):
     return {
         "status": "ok",
         "model_version": version,
+        "model_form": "onnx",  # the version's compressed form passed its check: the workers serve it
         "model_error": None,
         "online_store": "closed",
         "catalog_items": 0,

@@ -10,6 +10,7 @@ import resource
 import signal
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -71,16 +72,17 @@ def server(tmp_path_factory):
 # -- a failed append leaves the log as it was -----------------------------------------------------
 
 
-class CommitFails:
-    """The index connection, whose next commit fails (as on a full disk)."""
+class Commits:
+    """The index connection, counting its commits; the one numbered `fail` fails (as on a full disk)."""
 
-    def __init__(self, con):
-        self.con, self.armed = con, True
+    def __init__(self, con, fail=None):
+        self.con, self.count, self.fail = con, 0, fail
 
     def execute(self, sql, *args):
-        if sql == "commit" and self.armed:
-            self.armed = False
-            raise sqlite3.OperationalError("database or disk is full")
+        if sql == "commit":
+            self.count += 1
+            if self.count == self.fail:
+                raise sqlite3.OperationalError("database or disk is full")
         return self.con.execute(sql, *args)
 
     def executemany(self, *args):
@@ -119,7 +121,7 @@ def test_a_failed_append_leaves_the_log_as_it_was(tmp_path, monkeypatch, fault):
 
             patch.setattr(os, "fsync", fsync)
         else:
-            feedback.index = CommitFails(feedback.index)
+            feedback.index = Commits(feedback.index, fail=1)
         with pytest.raises(NotDurable):
             feedback.append(retry)
     feedback.index = getattr(feedback.index, "con", feedback.index)
@@ -127,6 +129,69 @@ def test_a_failed_append_leaves_the_log_as_it_was(tmp_path, monkeypatch, fault):
     assert len(feedback.append(retry)) == 2  # the index never recorded them
     ids = [row["event_id"] for row in log_lines(feedback.dir)]
     assert sorted(ids) == sorted({*ids}) and {e["event_id"] for e in retry} <= set(ids)
+
+
+def concurrent_appends(feedback, calls):
+    """Append each list of `calls` from its own thread: the first alone, its fsync held back until
+    all the others wait behind it; returns each call's answer (or its NotDurable), in order."""
+    real_fsync, held, release = os.fsync, threading.Event(), threading.Event()
+
+    def slow_fsync(fd):
+        if not held.is_set():
+            held.set()
+            release.wait(10)
+        real_fsync(fd)
+
+    answers = [None] * len(calls)
+
+    def run(n):
+        try:
+            answers[n] = feedback.append(calls[n])
+        except NotDurable as err:
+            answers[n] = err
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", slow_fsync)
+        threads[0].start()
+        assert held.wait(10)
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(feedback.waiting) < len(calls) - 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        release.set()
+        for thread in threads:
+            thread.join(10)
+    return answers
+
+
+def test_concurrent_appends_share_one_commit_and_each_gets_its_own_events(tmp_path):
+    feedback = FeedbackLog(tmp_path / "feedback")
+    feedback.append([event("u0")])
+    feedback.index = Commits(feedback.index)
+    shared = event("u1")  # one id in three calls: accepted once, for the first of them
+    calls = [[event("lead")], *([event(f"u{n}"), event(f"u{n}")] for n in range(2, 9)), [shared], [shared], [shared]]
+    answers = concurrent_appends(feedback, calls)
+    expected = [[e["event_id"] for e in call] for call in calls[:-2]] + [[], []]
+    assert [[e["event_id"] for e in answer] for answer in answers] == expected
+    assert feedback.index.count == 2  # the lead alone, then every call that waited behind it, in one commit
+    logged = log_lines(feedback.dir)
+    assert [r["event_id"] for r in logged[1:]] == [i for ids in expected for i in ids]  # each once, none lost
+    assert [r["seq"] for r in logged] == list(range(1, len(logged) + 1))
+
+
+def test_a_failed_group_commit_fails_every_call_in_it_and_keeps_nothing_of_them(tmp_path):
+    feedback = FeedbackLog(tmp_path / "feedback")
+    feedback.append([event("u0")])
+    feedback.index = Commits(feedback.index, fail=2)  # the group's commit, after the lead's
+    lead, *queued = [[event(f"u{n}")] for n in range(6)]
+    answers = concurrent_appends(feedback, [lead, *queued])
+    assert [e["event_id"] for e in answers[0]] == [lead[0]["event_id"]]
+    assert all(isinstance(answer, NotDurable) for answer in answers[1:])
+    assert [r["event_id"] for r in log_lines(feedback.dir)][1:] == [lead[0]["event_id"]]  # not a byte of theirs
+    assert all(len(feedback.append(call)) == 1 for call in queued)  # the retries land, once each
+    assert len(log_lines(feedback.dir)) == 2 + len(queued)
 
 
 def test_a_file_that_cannot_be_cut_back_is_never_appended_to_again(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ async def healthz(models: ModelsDep, catalog: CatalogDep, user_state: UserStateD
     return {
         "status": "degraded" if degraded else "ok",
         "model_version": models.version,
+        "model_form": recommender.form if (recommender := models.recommender) else None,
         "model_error": models.error,
         "online_store": store,
         "catalog_items": len(catalog.current.sellable),
