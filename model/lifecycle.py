@@ -74,14 +74,14 @@ def check_compressed(model: SASRec, data: SequenceData, directory: Path) -> tupl
     try:
         export_onnx(model, path)
         onnx = OnnxScores(path)
+        ndcg = {}
+        for name, form in (("float", None), ("onnx", onnx)):
+            ndcg[name] = evaluate(recommender_scorer(Recommender(model, data.vocab, name, form), data), data)["ndcg@10"]
+        times = model_ms(model.scores, model), model_ms(onnx, model)
     except Exception as err:
-        log.warning("the compressed form could not be exported (%r): serving float32", err)
+        log.warning("the compressed form could not be exported or checked (%r): serving float32", err)
         return None, {"format": "onnx", "passed": False, "error": repr(err)}
-    float_form = Recommender(model, data.vocab, "float32")
-    ndcg = {}
-    for name, recommender in (("float", float_form), ("onnx", Recommender(model, data.vocab, "onnx", onnx))):
-        ndcg[name] = evaluate(recommender_scorer(recommender, data), data, "test")["ndcg@10"]
-    return path, compression_check(ndcg["float"], ndcg["onnx"], model_ms(model.scores, model), model_ms(onnx, model))
+    return path, compression_check(ndcg["float"], ndcg["onnx"], *times)
 
 
 def evaluate_both_splits(scorer: Scorer, data: SequenceData) -> dict:
@@ -113,7 +113,8 @@ def train_and_register(
     current = registry.current()
     current_metrics = None
     if current is not None:
-        current_metrics = evaluate_both_splits(recommender_scorer(Recommender.load(registry.path(current)), data), data)
+        serving = Recommender.load(registry.path(current), compressed=False)  # both judged in float32
+        current_metrics = evaluate_both_splits(recommender_scorer(serving, data), data)
     with tempfile.TemporaryDirectory() as scratch:
         compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
         version = save_version(registry, result, data, model_cfg, train_cfg, metrics, compressed)

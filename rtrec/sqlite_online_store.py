@@ -72,24 +72,33 @@ class StoreBusy(TimeoutError):
 class NewestWinsSqliteOnlineStore(SqliteOnlineStore):
     _write_mutex = threading.Lock()
     _writer_fd: int | None = None
-    _generation = 0  # a teardown deletes the database: connections opened before it are dropped
+    _connections_mutex = threading.Lock()
 
     def _get_conn(self, config: RepoConfig):
         """This thread's connection. Feast shares one among all threads, and a read stepping through
         its rows on it while another thread begins a write fails one or the other ("another row
         available", "database is locked"); with one each, WAL lets reads run beside the write."""
         local = self.__dict__.setdefault("_threads", threading.local())
-        if getattr(local, "generation", None) != self._generation:
-            local.conn = _initialize_conn(self._get_db_path(config))
-            local.conn.execute("pragma journal_mode=wal")  # kept in the database file; every process sees it
-            local.conn.execute("pragma synchronous=normal")
-            local.generation = self._generation
-            if self._writer_fd is None:
-                self._writer_fd = open_turn(Path(self._get_db_path(config)))
-        return local.conn
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            path = self._get_db_path(config)
+            conn = _initialize_conn(path)
+            conn.execute("pragma journal_mode=wal")  # kept in the database file; every process sees it
+            conn.execute("pragma synchronous=normal")
+            with self._connections_mutex:
+                self.__dict__.setdefault("_connections", []).append(conn)
+                if self._writer_fd is None:
+                    self._writer_fd = open_turn(Path(path))
+            local.conn = conn
+        return conn
 
     def teardown(self, config: RepoConfig, tables, entities) -> None:
-        self._generation += 1
+        """Close every thread's connection before Feast deletes the database (a connection left
+        open on a deleted file would share its log's name with the next database there)."""
+        with self._connections_mutex:
+            for conn in self.__dict__.pop("_connections", []):
+                conn.close()
+            self.__dict__.pop("_threads", None)
         super().teardown(config, tables, entities)
 
     @contextmanager

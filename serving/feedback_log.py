@@ -18,9 +18,9 @@ Index. A SQLite database in the same folder, shared by all workers, with
 Append. Under one write transaction (one writer at a time across all workers) the ids are looked
 up, a time is taken from the clock, the lines are appended and fsynced, then ids, user files and
 the new size are recorded and committed; only then does the API answer 202. Group commit: the
-calls that arrive while a worker's append is under way wait, and the next of them appends them all
-in one transaction (one fsync of the file, one of the index), then answers each with its own lines
-(or each with the same `NotDurable`), so concurrent requests share the cost of the two fsyncs. When anything fails
+calls that arrive while a worker's append is under way wait for it to end; then one of them appends
+them all in one transaction (one fsync of the file, one of the index) and answers each with its own
+lines (or each with a `NotDurable`), so concurrent requests share the cost of the two fsyncs. When anything fails
 the transaction is rolled back and the file cut back to its size before the write (and fsynced):
 the log is exactly as it was, and the caller gets `NotDurable` (the API's 503) and may retry. If
 even cutting back fails, this worker never appends to that file again; the uncommitted tail is cut
@@ -129,8 +129,10 @@ class FeedbackLog:
         )
         self.turn = open_turn(self.dir / "event_ids.sqlite")
         self.mutex = threading.Lock()
-        self.waiting: list[_Call] = []  # appends not taken into a group yet (guarded by waiting_lock)
-        self.waiting_lock = threading.Lock()
+        # appends not taken into a group yet, and whether a group is being committed (under `queue`)
+        self.waiting: list[_Call] = []
+        self.leading = False
+        self.queue = threading.Condition()
         self.index.execute("pragma journal_mode=wal")
         for statement in SCHEMA:
             self.index.execute(statement)
@@ -229,34 +231,42 @@ class FeedbackLog:
         with its `received_at` (ISO-8601 UTC, one per group commit) and `seq`. Raises `NotDurable`
         when they could not be made durable; nothing of the call is kept then."""
         call = _Call(events)
-        with self.waiting_lock:
+        with self.queue:
             self.waiting.append(call)
-        with self.mutex:
-            if not call.done:  # no group took it while we waited: ours takes every call waiting now
-                with self.waiting_lock:
-                    group, self.waiting = self.waiting, []
-                self._commit_group(group)
+            while not call.done and self.leading:  # a group is being committed: ours may be in it
+                self.queue.wait()
+            if not call.done:  # not taken: this call leads every call waiting now
+                self.leading = True
+                group, self.waiting = self.waiting, []
+        if not call.done:
+            try:
+                with self.mutex:
+                    self._commit_group(group)
+            finally:
+                with self.queue:
+                    self.leading = False
+                    self.queue.notify_all()
         if call.error is not None:
             raise call.error
         return call.logged
 
     def _commit_group(self, group: list[_Call]) -> None:
-        """Append the calls of `group` in one transaction and answer each (under the mutex)."""
+        """Append the calls of `group` in one transaction and answer each (under the mutex). Each
+        call of a failed group gets its own `NotDurable`; an error that is not the log's (a bug)
+        is raised in the leading call too."""
         try:
             if self.path is None:
                 self._start_file()
             for call, logged in zip(group, self._append([call.events for call in group])):
                 call.logged = logged
-        except (OSError, sqlite3.Error) as err:
-            log.exception("feedback append failed")
-            failure = NotDurable(f"the feedback log could not be written ({_reason(err)})")
-            failure.__cause__ = err
-            for call in group:
-                call.error = failure
         except BaseException as err:
+            if isinstance(err, OSError | sqlite3.Error):
+                log.exception("feedback append failed")
             for call in group:
-                call.error = err
-            raise
+                call.error = NotDurable(f"the feedback log could not be written ({_reason(err)})")
+                call.error.__cause__ = err
+            if not isinstance(err, OSError | sqlite3.Error):
+                raise
         finally:
             for call in group:
                 call.done = True

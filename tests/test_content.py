@@ -2,6 +2,7 @@
 only when an item's text is new or changed; a content-aware model scores items it never trained
 on, in the harness (model/cold_start.py) and in serving, which takes up a new content file."""
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from model.cold_start import content_scorer, new_item_split, random_scorer
 from model.config import preset
 from model.data import build_vocabulary, sequences_from_frame
 from model.experiments import POPULAR, Experiments
+from model.export import ONNX_FILE, OnnxScores
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry
@@ -179,6 +181,14 @@ def test_serving_scores_new_items_from_the_content_file_and_follows_its_changes(
     # every item is a candidate, the new one included, and a new item in a history is understood
     assert {item for item, _ in served.recommend([("i1", "view")], k=len(served.ids))} >= {"new-1", "i3"}
     assert served.encode_history([("new-1", "click")])[0].tolist() == [served.index["new-1"]]
+    # the compressed form scores the added rows as the float model does
+    compressed, plain = copy.copy(served), copy.copy(served)
+    compressed.onnx = OnnxScores(registry.path(version) / ONNX_FILE)
+    plain.onnx = None
+    history = [("new-1", "click"), ("i1", "view")]
+    got, want = (form.recommend(history, k=len(served.ids)) for form in (compressed, plain))
+    assert [i for i, _ in got] == [i for i, _ in want]
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-5)
     # the item's row is what the model makes of its category, price and text alone
     row = served.table[served.index["new-1"]]
     price = served.vocab.item_price_bucket[served.index["i3"]]  # every item costs 1.0

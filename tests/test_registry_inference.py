@@ -6,7 +6,7 @@ import pytest
 from model import lifecycle
 from model.config import preset
 from model.evaluate import evaluate
-from model.export import MAX_NDCG_LOSS
+from model.export import MAX_NDCG_LOSS, OnnxScores
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
@@ -80,16 +80,19 @@ def test_first_training_run_is_registered_and_promoted(trained):
 def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model(trained):
     registry, _, report = trained
     check = report.metrics["compressed"]
-    assert check["passed"] and check["format"] == "onnx"
-    assert check["relative_ndcg_loss"] <= MAX_NDCG_LOSS and check["model_ms"] < check["float_model_ms"]
+    assert check["format"] == "onnx" and check["relative_ndcg_loss"] <= MAX_NDCG_LOSS
+    assert check["test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
+    assert check["passed"] == (check["model_ms"] < check["float_model_ms"])  # timed on this (busy) machine
     directory = registry.path(report.version)
     assert (directory / check["file"]).stat().st_size > 0 and (directory / "weights.pt").exists()  # both forms
-    compressed, plain = Recommender.load(directory), Recommender.load(directory, compressed=False)
+    assert Recommender.load(directory).form == ("onnx" if check["passed"] else "float32")
+    plain = Recommender.load(directory, compressed=False)
+    compressed = Recommender(plain.model, plain.vocab, plain.version, OnnxScores(directory / check["file"]))
     assert (compressed.form, plain.form) == ("onnx", "float32")
     histories = [[("i10", "view"), ("i11", "click")], [("i3", "view")] * 5, [("i40", "purchase")]]
     got, want = compressed.recommend_batch(histories, k=8), plain.recommend_batch(histories, k=8)
     assert [[i for i, _ in top] for top in got] == [[i for i, _ in top] for top in want]
-    assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-4)
+    assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-5)
 
 
 def test_a_form_that_failed_its_check_or_cannot_load_is_served_in_float32(trained, tmp_path, monkeypatch):

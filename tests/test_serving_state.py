@@ -198,18 +198,19 @@ def test_workers_start_without_model_or_catalog_and_pick_them_up_later(tmp_path,
         assert httpx.post(f"{server.url}/v1/events", json={"events": events}, headers=AUTH).status_code == 202
         version = add_version(data, good_model, "v-good")
         Registry(data / "models").promote(version)
-        settle(lambda: httpx.get(f"{server.url}/healthz").json() | {"catalog_items": 0} == healthy(version))
+        form = "onnx" if json.loads((good_model / "metrics.json").read_text())["compressed"]["passed"] else "float32"
+        settle(lambda: httpx.get(f"{server.url}/healthz").json() | {"catalog_items": 0} == healthy(version, form))
         body = httpx.get(f"{server.url}/v1/recommendations/{user}").json()
         assert body["model_version"] == version and not body["cold_start"] and len(body["items"]) == 10
     finally:
         server.kill()
 
 
-def healthy(version):
+def healthy(version, form):
     return {
         "status": "ok",
         "model_version": version,
-        "model_form": "onnx",  # the version's compressed form passed its check: the workers serve it
+        "model_form": form,  # the compressed form when the version's check passed
         "model_error": None,
         "online_store": "closed",
         "catalog_items": 0,

@@ -155,11 +155,11 @@ def concurrent_appends(feedback, calls):
         patch.setattr(os, "fsync", slow_fsync)
         threads[0].start()
         assert held.wait(10)
-        for thread in threads[1:]:
-            thread.start()
-        deadline = time.monotonic() + 10
-        while len(feedback.waiting) < len(calls) - 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        for queued, thread in enumerate(threads[1:], start=1):
+            thread.start()  # once the one before it waits: the calls queue in order
+            deadline = time.monotonic() + 10
+            while len(feedback.waiting) < queued and time.monotonic() < deadline:
+                time.sleep(0.002)
         release.set()
         for thread in threads:
             thread.join(10)
