@@ -59,6 +59,19 @@ REGULARISED = {"dropout": 0.5, "patience": 15}  # long, sparse histories (MovieL
 ALTERNATIVES: dict[str, tuple[dict, ...]] = dict.fromkeys(("cpu", "cpu-long", "gpu-large"), (REGULARISED,))
 
 
+# a softmax over every item at every position does not fit a training step for a catalog larger than
+# this: such catalogs train on a sampled softmax unless the settings name a number of negatives
+FULL_SOFTMAX_MAX_ITEMS = 200_000
+SAMPLED_NEGATIVES = 2048
+
+
+def for_catalog(train_cfg: TrainConfig, n_items: int) -> TrainConfig:
+    """`train_cfg` as a catalog of `n_items` needs it: a sampled softmax past FULL_SOFTMAX_MAX_ITEMS."""
+    if train_cfg.negatives == 0 and n_items > FULL_SOFTMAX_MAX_ITEMS:
+        return replace(train_cfg, negatives=SAMPLED_NEGATIVES)
+    return train_cfg
+
+
 def preset(name: str, **overrides) -> tuple[ModelConfig, TrainConfig]:
     """A named size, with TrainConfig fields overridden (e.g. epochs, device)."""
     if name not in PRESETS:

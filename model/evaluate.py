@@ -16,6 +16,8 @@ import torch
 from model.data import SequenceData
 from model.metrics import mask_items, rank_metrics, ranks
 
+SCORES_PER_BATCH = 2**26  # float32 scores held at once (users x items): 256 MB
+
 # (input items, input event types, gap buckets to the target) -> [B, V + 1] scores
 Scorer = Callable[[list[np.ndarray], list[np.ndarray], np.ndarray], torch.Tensor]
 
@@ -29,6 +31,7 @@ def evaluate(
     batch_size: int = 512,
 ) -> dict[str, float]:
     _, inputs, events, gaps, targets = data.holdout(split)
+    batch_size = max(1, min(batch_size, SCORES_PER_BATCH // (data.vocab.n_items + 1)))
     all_ranks, recommended = [], set()
     for start in range(0, len(targets), batch_size):
         chunk = slice(start, start + batch_size)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from model.ann import CANDIDATES, ItemIndex
 from model.data import Vocabulary, gap_bucket, pad_left
 from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
@@ -28,6 +29,7 @@ class Recommender:
     vocab: Vocabulary
     version: str
     onnx: OnnxScores | None = None  # the compressed form (model/export.py): scores in place of the model when set
+    ann: ItemIndex | None = None  # a large catalog's memory-mapped table and index (model/ann.py)
 
     @property
     def form(self) -> str:
@@ -37,8 +39,11 @@ class Recommender:
         self.model.eval()
         self.index = self.vocab.item_index()
         self.ids = np.array(["", *self.vocab.item_ids], dtype=object)
-        with torch.inference_mode():
-            self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
+        if self.ann is not None:  # the registered table, shared by every worker through the page cache
+            self.table = torch.from_numpy(self.ann.table)
+        else:
+            with torch.inference_mode():
+                self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
         self.new_items = 0  # rows after the vocabulary's: items scored from their content alone
         self.content_stamp = None  # which state of the content file those rows come from (serving's)
 
@@ -46,8 +51,9 @@ class Recommender:
     def with_new_items(self, items: pd.DataFrame) -> Recommender:
         """This model, also scoring the items of `items` (item_id, category, price, content_embedding:
         as rtrec/content.py keeps them) that it was never trained on, from their category, price and
-        text embedding. Itself when the model reads no content; earlier new items are replaced, not added to."""
-        if not self.model.cfg.content:
+        text embedding. Itself when the model reads no content, or when it finds candidates in an
+        index (whose rows are the trained items); earlier new items are replaced, not added to."""
+        if not self.model.cfg.content or self.ann is not None:
             return self
         known = self.vocab.n_items + 1
         items = items[~items["item_id"].isin(self.vocab.item_index())]
@@ -73,10 +79,15 @@ class Recommender:
         config = json.loads((version_dir / "config.json").read_text())
         vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
         model = SASRec.from_vocab(ModelConfig(**config["model"]), vocab)
-        model.load_state_dict(torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True))
+        # memory-mapped: the weights' pages are shared by the workers that load the same version
+        weights = torch.load(version_dir / "weights.pt", map_location="cpu", weights_only=True, mmap=True)
+        model.load_state_dict(weights, assign=True)
+        metrics_path = version_dir / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        if "ann" in metrics:  # the ONNX graph scores the whole table, which an index is there to avoid
+            return cls(model, vocab, version_dir.name, ann=ItemIndex.open(version_dir))
         onnx = None
-        metrics = version_dir / "metrics.json"
-        check = json.loads(metrics.read_text()).get("compressed", {}) if compressed and metrics.exists() else {}
+        check = metrics.get("compressed", {}) if compressed else {}
         if check.get("passed"):
             try:
                 onnx = OnnxScores(version_dir / check["file"])
@@ -91,14 +102,20 @@ class Recommender:
         items = np.array([p[0] for p in pairs], dtype=np.int64)
         return items, np.array([p[1] for p in pairs], dtype=np.int64)
 
+    def _inputs(self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Index-encoded histories, left-padded to the longest (at most max_len), and the gap buckets."""
+        width = min(self.model.cfg.max_len, max(1, max((len(s) for s in items), default=1)))
+        return (
+            torch.from_numpy(pad_left(items, width)),
+            torch.from_numpy(pad_left(events, width)),
+            torch.from_numpy(np.asarray(gaps, dtype=np.int64)),
+        )
+
     @torch.inference_mode()
     def scores(self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
         """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now;
         padding column included."""
-        width = min(self.model.cfg.max_len, max(1, max((len(s) for s in items), default=1)))
-        x = torch.from_numpy(pad_left(items, width))
-        e = torch.from_numpy(pad_left(events, width))
-        g = torch.from_numpy(np.asarray(gaps, dtype=np.int64))
+        x, e, g = self._inputs(items, events, gaps)
         if self.onnx is not None:
             return self.onnx(x, e, g, self.table)
         return self.model.scores(x, e, g, self.table)
@@ -118,17 +135,35 @@ class Recommender:
         if not known:
             return out  # nothing known about these users: the caller's cold-start path answers
         idle = [np.nan if idle_seconds is None or idle_seconds[i] is None else idle_seconds[i] for i in known]
-        scores = self.scores([encoded[i][0] for i in known], [encoded[i][1] for i in known], gap_bucket(idle))
-        scores[:, 0] = float("-inf")
-        for row, i in enumerate(known):
-            banned = [self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index]
-            if banned:
-                scores[row, banned] = float("-inf")
-        top = scores.topk(min(k, len(self.ids) - 1), dim=1)
+        inputs = [encoded[i][0] for i in known], [encoded[i][1] for i in known], gap_bucket(idle)
+        banned = [[self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index] for i in known]
+        if self.ann is None:  # every item is a candidate
+            rows, scores = None, self.scores(*inputs)
+            scores[:, 0] = float("-inf")  # the padding column
+            for row, leave_out in enumerate(banned):
+                scores[row, leave_out] = float("-inf")
+        else:
+            rows, scores = self.candidates(*inputs, count=CANDIDATES + max(map(len, banned)))
+            # each history keeps CANDIDATES + its own seen count: the answer does not depend on the batch
+            own = np.arange(rows.shape[1])[None, :] >= CANDIDATES + np.array([[len(b)] for b in banned])
+            hidden = np.stack([np.isin(found, leave_out) for found, leave_out in zip(rows, banned)])
+            scores[torch.from_numpy(hidden | own | (rows == 0))] = float("-inf")
+        top = scores.topk(min(k, scores.shape[1] - (rows is None)), dim=1)
         for row, i in enumerate(known):
             values, indices = top.values[row].tolist(), top.indices[row].tolist()
-            out[i] = [(self.ids[j], v) for j, v in zip(indices, values) if v != float("-inf")]
+            items = indices if rows is None else rows[row][indices].tolist()
+            out[i] = [(self.ids[j], v) for j, v in zip(items, values) if v != float("-inf")]
         return out
+
+    @torch.inference_mode()
+    def candidates(
+        self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray, count: int
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """The index's `count` best rows per history and their exact scores: ([B, count], [B, count])."""
+        x, e, g = self._inputs(items, events, gaps)
+        queries = self.model.query(self.model.encode(x, e, self.table)[:, -1], g)  # [B, D]
+        rows = self.ann.candidates(queries.numpy(), count)
+        return rows, (self.table[torch.from_numpy(rows)] @ queries[:, :, None]).squeeze(-1)
 
     def recommend(
         self,

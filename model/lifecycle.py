@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from model import ann
 from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import Scorer, evaluate
@@ -52,6 +53,9 @@ def save_version(
 
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
+        if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # serving takes candidates from an index (model/ann.py)
+            with torch.inference_mode():
+                metrics["ann"] = ann.build_index(result.model.eval().item_table().cpu().numpy(), directory)
         if compressed is not None:
             shutil.copyfile(compressed, directory / compressed.name)
         write_json(
@@ -116,7 +120,10 @@ def train_and_register(
         serving = Recommender.load(registry.path(current), compressed=False)  # both judged in float32
         current_metrics = evaluate_both_splits(recommender_scorer(serving, data), data)
     with tempfile.TemporaryDirectory() as scratch:
-        compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
+        if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # served from its index, never by the graph of whole-table scores
+            compressed, metrics["compressed"] = None, {"format": "onnx", "passed": False, "skipped": "item index"}
+        else:
+            compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
         version = save_version(registry, result, data, model_cfg, train_cfg, metrics, compressed)
     promoted = not_worse(
         metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model.config import TrainConfig
+from model.config import TrainConfig, for_catalog
 from model.data import SequenceData
 from model.sasrec import ModelConfig
 from model.train import TrainResult, train
@@ -75,6 +75,7 @@ def choose(
     """Train each setting in turn (the first always) and keep the best on validation NDCG@10.
     `checkpoint` makes each setting resumable (see `checkpoint_of`); `on_epoch` gets every epoch's
     record with `setting`, the number (from 1) of the setting it belongs to."""
+    settings = [(model_cfg, for_catalog(train_cfg, data.vocab.n_items)) for model_cfg, train_cfg in settings]
     budget = settings[0][1].budget_seconds
     started = time.perf_counter()
     best: Choice | None = None

@@ -463,8 +463,9 @@ def _oracle_report(cfg: ShopConfig, shop: Shop, track: _OracleTrack) -> dict:
     if not len(keep):
         return report
     sums: dict[str, dict[str, float]] = {"masked": {}, "unmasked": {}}
-    for start in range(0, len(keep), 1024):
-        rows = keep[start : start + 1024]
+    chunk = max(1, min(1024, 2**25 // cfg.items))  # [rows, M] float64 laws of at most 256 MB at once
+    for start in range(0, len(keep), chunk):
+        rows = keep[start : start + chunk]
         probs = next_item_probs(shop, cfg, track.taste[rows], track.prev[rows], track.last[rows])
         seen = np.zeros_like(probs, dtype=bool)
         for r, s in enumerate(rows):

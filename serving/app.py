@@ -20,6 +20,7 @@ from rtrec.landing import ensure_landing_zone
 from rtrec.online_state import CircuitBreaker, UserLocks, UserStateTable
 from rtrec.settings import Settings, get_settings
 from serving import metrics
+from serving.batcher import Batcher
 from serving.catalog import Catalog
 from serving.feedback_log import open_feedback_log
 from serving.forgetting import finish_pending
@@ -49,6 +50,7 @@ async def lifespan(app: FastAPI):
     app.state.experiments = Experiments(settings.experiments_dir, registry)
     app.state.models = ModelHolder(registry, app.state.experiments, content_path=settings.marts_dir / CONTENT_FILE)
     app.state.impressions = ImpressionLog()
+    app.state.batcher = Batcher()
     app.state.ctr_window = SlidingWindow(settings.ctr_window_seconds)
     stop = threading.Event()
     state = app.state

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from model.experiments import Experiments
 from rtrec.online_state import UserLocks, UserStateTable
 from rtrec.settings import Settings
+from serving.batcher import Batcher
 from serving.catalog import Catalog
 from serving.feedback_log import FeedbackLog
 from serving.impressions import ImpressionLog
@@ -38,6 +39,7 @@ LocksDep = Annotated[UserLocks, Depends(_from_state("locks"))]
 ExperimentsDep = Annotated[Experiments, Depends(_from_state("experiments"))]
 ImpressionsDep = Annotated[ImpressionLog, Depends(_from_state("impressions"))]
 CtrWindowDep = Annotated[SlidingWindow, Depends(_from_state("ctr_window"))]
+BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 
 
 async def require_token(

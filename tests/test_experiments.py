@@ -345,7 +345,7 @@ def test_a_failing_shadow_model_is_counted_and_never_touches_the_users_list(tmp_
         def broken(*args, **kwargs):
             raise RuntimeError("shadow exploded")
 
-        monkeypatch.setattr(shadow, "recommend", broken)
+        monkeypatch.setattr(shadow, "recommend_batch", broken)  # what the batched route calls
         before = REGISTRY.get_sample_value("rtrec_shadow_errors_total") or 0.0
         body = client.get(f"/v1/recommendations/{user}").json()
         assert (body["model_version"], body["arm"], body["fallback"]) == ("v-a", "treatment", False)

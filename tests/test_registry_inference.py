@@ -1,9 +1,10 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 
-from model import lifecycle
+from model import ann, config, inference, lifecycle
 from model.config import preset
 from model.evaluate import evaluate
 from model.export import MAX_NDCG_LOSS, OnnxScores
@@ -157,3 +158,55 @@ def test_batched_recommendations_equal_single_ones(trained):
         single = rec.recommend(history, k=4)
         assert [i for i, _ in got] == [i for i, _ in single]
         assert [s for _, s in got] == pytest.approx([s for _, s in single], abs=1e-4)
+
+
+def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory_mapped_index(tmp_path, monkeypatch):
+    """Thresholds lowered to a 60-item catalog: the index returns every item as a candidate, so the
+    served top-k must be the exact one, seen items and the padding row left out."""
+    monkeypatch.setattr(ann, "ANN_MIN_ITEMS", 50)
+    monkeypatch.setattr(config, "FULL_SOFTMAX_MAX_ITEMS", 50)
+    registry = Registry(tmp_path)
+    data = cyclic_data(users=120, items=60, length=12)
+    report = train_and_register(data, registry, *preset("tiny", epochs=3), progress=False)
+    directory = registry.path(report.version)
+    trained_with = json.loads((directory / "config.json").read_text())["train"]
+    assert trained_with["negatives"] == config.SAMPLED_NEGATIVES
+    assert report.metrics["ann"]["items"] == 60 and (directory / ann.INDEX_FILE).stat().st_size > 0
+    served = Recommender.load(directory)
+    assert isinstance(served.ann.table, np.memmap) and served.onnx is None
+    assert report.metrics["compressed"] == {"format": "onnx", "passed": False, "skipped": "item index"}
+    exact = Recommender(served.model, served.vocab, "exact")  # its own table, every item scored
+    histories = [[("i10", "view"), ("i11", "click")], [("i3", "view")] * 5, [("i40", "purchase")], [("nope", "view")]]
+    excludes = [{"i12", "i13"}, set(), {f"i{n}" for n in range(0, 60, 2)}, set()]
+    for k in (5, 40):
+        got, want = served.recommend_batch(histories, k, excludes), exact.recommend_batch(histories, k, excludes)
+        assert [[i for i, _ in top] for top in got] == [[i for i, _ in top] for top in want]
+        assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-4)
+    assert len(got[2]) == 30 and got[3] == []  # only the 30 items not left out; nothing for an unknown history
+    # fewer candidates than items: each history still gets the exact top-5 of what it may see,
+    # whatever else is in the batch (the index is exact on 60 items)
+    monkeypatch.setattr(inference, "CANDIDATES", 5)
+    got = served.recommend_batch(histories, 5, excludes)
+    assert [[i for i, _ in top] for top in got] == [
+        [i for i, _ in top] for top in exact.recommend_batch(histories, 5, excludes)
+    ]
+    assert all(
+        [i for i, _ in served.recommend(h, 5, ex)] == [i for i, _ in top]
+        for h, ex, top in zip(histories, excludes, got)
+    )
+
+
+def test_what_the_index_did_not_find_is_the_padding_row():
+    """usearch pads a batch's short rows with its largest key (2**64 - 1): never an item row."""
+
+    class Found:
+        keys = np.array([[3, 1, 2**64 - 1], [2, 2**64 - 1, 2**64 - 1]], dtype=np.uint64)
+        counts = np.array([2, 1])
+
+    class Single:
+        keys = np.array([3, 1], dtype=np.uint64)
+
+    table = np.zeros((4, 2), dtype=np.float32)
+    for found, want in ((Found, [[3, 1, 0], [2, 0, 0]]), (Single, [[3, 1, 0]])):
+        index = ann.ItemIndex(table, type("Index", (), {"search": lambda self, *a, found=found, **k: found})())
+        assert index.candidates(np.zeros((len(want), 2), dtype=np.float32), 3).tolist() == want

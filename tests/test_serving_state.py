@@ -389,7 +389,7 @@ def test_no_user_id_in_logs_or_metrics(app_client, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("model exploded")
 
-    monkeypatch.setattr(state.models.recommender, "recommend", broken)  # the model fails
+    monkeypatch.setattr(state.models.recommender, "recommend_batch", broken)  # the model fails
     assert app_client.get(f"/v1/recommendations/{secret}").json()["fallback"]
 
     def down(*args, **kwargs):

@@ -7,7 +7,8 @@ experiment's report. Log lines name the request id, never the user.
 
 The handler runs on the event loop, not in the thread pool: its work is a local read and one
 small model call, all CPU, and each worker has a core, so a hop to a thread and back (and the
-threads taking turns on the GIL) would cost more than it lets overlap. The body is encoded by
+threads taking turns on the GIL) would cost more than it lets overlap. The model calls of the
+requests ready in one turn of the loop are made as one (serving/batcher.py). The body is encoded by
 orjson from plain values; `Recommendations` still documents it (OpenAPI, the contract tests).
 """
 
@@ -22,8 +23,10 @@ from model.experiments import NO_ARM, POPULAR, request_id
 from model.inference import Recommender
 from rtrec.online_state import UserState
 from serving import metrics
+from serving.batcher import Batcher
 from serving.catalog import CatalogSnapshot
 from serving.deps import (
+    BatcherDep,
     CatalogDep,
     CtrWindowDep,
     ExperimentsDep,
@@ -40,13 +43,16 @@ log = logging.getLogger("rtrec.serving")
 router = APIRouter()
 
 
-def ranked(recommender: Recommender | None, user: UserState, have: set[str], k: int, shelf: CatalogSnapshot) -> list:
+async def ranked(
+    recommender: Recommender | None, user: UserState, have: set[str], k: int, shelf: CatalogSnapshot, batcher: Batcher
+) -> list:
     """The model's top-k for the user among the sellable items they have not seen; [] when the
-    model knows nothing about them. Raises when the model fails."""
+    model knows nothing about them. Raises when the model fails. The model call is batched with
+    those of the other requests of this turn of the event loop (serving/batcher.py)."""
     if recommender is None or not user.known:
         return []
     idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
-    candidates = recommender.recommend(user.history(), k=k + 20, exclude=have, idle_seconds=idle)
+    candidates = await batcher.recommend(recommender, user.history(), k + 20, have, idle)
     return [(i, s) for i, s in candidates if not shelf.sellable or i in shelf.sellable][:k]
 
 
@@ -61,6 +67,7 @@ async def recommendations(
     experiments: ExperimentsDep,
     impressions: ImpressionsDep,
     ctr_window: CtrWindowDep,
+    batcher: BatcherDep,
     k: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> Response:
     route, shelf = models.route(user_id), catalog.current  # one model and one catalog per request
@@ -103,7 +110,7 @@ async def recommendations(
     have = user.excluded(settings.repeatable_event_types)  # what the user has seen, by the deployment's policy
     if route.shadow_version is not None:  # scored for the report, never shown; its failure is not the user's
         try:
-            shadow_list = ranked(route.shadow, user, have, k, shelf) or shelf.top(k, have)
+            shadow_list = await ranked(route.shadow, user, have, k, shelf, batcher) or shelf.top(k, have)
             shadow = [i for i, _ in shadow_list]
         except Exception as err:  # counted; one line, not a traceback per request
             metrics.SHADOW_ERRORS.inc()
@@ -111,7 +118,7 @@ async def recommendations(
     if popular_arm:
         return answer(shelf.top(k, have))
     try:
-        scored = ranked(route.recommender, user, have, k, shelf)
+        scored = await ranked(route.recommender, user, have, k, shelf, batcher)
     except Exception:
         metrics.MODEL_ERRORS.inc()
         log.exception("request %s: model %s failed; popular fallback", rid, version)

@@ -1,0 +1,91 @@
+"""Micro-batching of the recommendation handlers' model calls (serving/batcher.py)."""
+
+import asyncio
+
+import pytest
+
+from model.config import preset
+from model.inference import Recommender
+from model.lifecycle import train_and_register
+from model.registry import Registry
+from serving.batcher import Batcher
+from tests.model_fixtures import cyclic_data
+
+
+@pytest.fixture(scope="module")
+def recommender(tmp_path_factory):
+    registry = Registry(tmp_path_factory.mktemp("models"))
+    report = train_and_register(cyclic_data(users=60, items=30), registry, *preset("tiny", epochs=3), progress=False)
+    return Recommender.load(registry.path(report.version))
+
+
+class Counted:
+    """A recommender whose batch calls are counted; they fail while `broken`, or when they hold `poison`."""
+
+    def __init__(self, inner, poison=None):
+        self.inner, self.calls, self.broken, self.poison = inner, [], False, poison
+
+    def recommend_batch(self, histories, k, excludes, idle):
+        self.calls.append(len(histories))
+        if self.broken or self.poison in histories:
+            raise RuntimeError("model down")
+        return self.inner.recommend_batch(histories, k, excludes, idle)
+
+
+REQUESTS = [
+    ([("i1", "view")], 3, set()),
+    ([("i5", "view"), ("i6", "click")], 5, {"i7"}),
+    ([("nope", "view")], 4, set()),
+    ([("i20", "purchase")] * 3, 2, {"i21", "i22"}),
+]
+
+
+def test_the_calls_of_one_turn_are_one_batch_and_each_gets_its_own_answer(recommender):
+    model, other = Counted(recommender), Counted(recommender)
+    batcher = Batcher()
+
+    async def requests():
+        calls = [batcher.recommend(model, h, k, ex, 60.0) for h, k, ex in REQUESTS]
+        calls.append(batcher.recommend(other, *REQUESTS[0][:3], 60.0))
+        return await asyncio.gather(*calls)
+
+    answers = asyncio.run(requests())
+    assert model.calls == [4] and other.calls == [1]  # one call per model for the whole turn
+    for (history, k, exclude), answer in zip([*REQUESTS, REQUESTS[0]], answers):
+        alone = recommender.recommend(history, k, exclude, 60.0)
+        assert [i for i, _ in answer] == [i for i, _ in alone] and len(answer) <= k
+        assert [s for _, s in answer] == pytest.approx([s for _, s in alone], abs=1e-4)
+    assert answers[2] == []  # an unknown history: the cold-start path answers
+
+
+def test_a_failed_batch_tries_each_request_alone_so_only_the_failing_one_falls_back(recommender):
+    poison = [("i9", "view")]
+    model, batcher = Counted(recommender, poison), Batcher()
+
+    async def turn(histories):
+        calls = (batcher.recommend(model, h, 3, set(), None) for h in histories)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    first, bad, last = asyncio.run(turn([REQUESTS[0][0], poison, REQUESTS[1][0]]))
+    assert model.calls == [3, 1, 1, 1]  # the batch, then each alone
+    assert isinstance(bad, RuntimeError) and "model down" in str(bad)
+    assert [len(first), len(last)] == [3, 3]
+    model.broken = True
+    failed = asyncio.run(turn([REQUESTS[0][0], REQUESTS[1][0]]))
+    assert all(isinstance(err, RuntimeError) for err in failed) and failed[0] is not failed[1]  # tracebacks never mix
+    model.broken = False
+    assert [len(answer) for answer in asyncio.run(turn([REQUESTS[0][0]]))] == [3]
+    assert batcher.waiting == {}
+
+
+def test_a_cancelled_request_is_not_scored(recommender):
+    model, batcher = Counted(recommender), Batcher()
+
+    async def turn():
+        gone = asyncio.ensure_future(batcher.recommend(model, REQUESTS[0][0], 3, set(), None))
+        kept = asyncio.ensure_future(batcher.recommend(model, REQUESTS[1][0], 3, set(), None))
+        await asyncio.sleep(0)  # both are waiting for the flush
+        gone.cancel()
+        return await kept
+
+    assert len(asyncio.run(turn())) == 3 and model.calls == [1]
