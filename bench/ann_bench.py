@@ -61,8 +61,8 @@ def recall(served: Recommender, exact: Recommender, data, queries: int) -> tuple
     hits, ann_s, exact_s = [], [], []
     for start in range(0, len(inputs), 50):
         part = slice(start, start + 50)
-        count = ann.CANDIDATES + max(len(h) for h in inputs[part])
-        rows, scores = served.candidates(inputs[part], events[part], gaps[part], count)
+        seen = [list(h) for h in inputs[part]]
+        rows, scores = served.candidates(inputs[part], events[part], gaps[part], seen, 10)
         found = top10(scores, rows, inputs[part])
         truth = top10(exact.scores(inputs[part], events[part], gaps[part]), None, inputs[part])
         hits += [len(f & t) / 10 for f, t in zip(found, truth)]
@@ -70,7 +70,7 @@ def recall(served: Recommender, exact: Recommender, data, queries: int) -> tuple
         for model, times in ((served, ann_s), (exact, exact_s)):
             start = time.perf_counter()
             if model is served:
-                model.candidates([inputs[i]], [events[i]], gaps[i : i + 1], ann.CANDIDATES + len(inputs[i]))
+                model.candidates([inputs[i]], [events[i]], gaps[i : i + 1], [list(inputs[i])], 10)
             else:
                 model.scores([inputs[i]], [events[i]], gaps[i : i + 1]).topk(10 + len(inputs[i]))
             times.append(time.perf_counter() - start)

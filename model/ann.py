@@ -5,8 +5,8 @@ item table, so the best items are a maximum-inner-product search. For a catalog 
 `ANN_MIN_ITEMS` items, registering a version also writes its item table (`item_table.npy`, float32,
 row 0 the padding) and a usearch HNSW index over it (`items.usearch`, inner product, keys = rows).
 Serving memory-maps both: every worker process of a host shares one copy in the page cache. A
-request takes the index's best `CANDIDATES` rows plus one per item the user has seen (which are
-left out), scores them exactly against the table, and keeps the top-k of those it may show.
+request takes the index's best `CANDIDATES` rows, scores them exactly against the table, and keeps
+the top-k of those it may show (the search is widened, rarely, when the user has seen too many of them).
 
 usearch was chosen over hnswlib and faiss because its index can be served from a memory-mapped
 file (`view`); hnswlib and faiss's HNSW load a private copy into each process. Recall and build
@@ -24,7 +24,7 @@ import numpy as np
 ANN_MIN_ITEMS = 200_000  # below it, scoring the whole table takes well under a millisecond
 TABLE_FILE = "item_table.npy"
 INDEX_FILE = "items.usearch"
-CANDIDATES = 200  # rows taken from the index per request, before what the user has seen is left out
+CANDIDATES = 200  # rows taken from the index per request; what the user has seen is left out of them
 CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 256
 
 

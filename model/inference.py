@@ -143,11 +143,7 @@ class Recommender:
             for row, leave_out in enumerate(banned):
                 scores[row, leave_out] = float("-inf")
         else:
-            rows, scores = self.candidates(*inputs, count=CANDIDATES + max(map(len, banned)))
-            # each history keeps CANDIDATES + its own seen count: the answer does not depend on the batch
-            own = np.arange(rows.shape[1])[None, :] >= CANDIDATES + np.array([[len(b)] for b in banned])
-            hidden = np.stack([np.isin(found, leave_out) for found, leave_out in zip(rows, banned)])
-            scores[torch.from_numpy(hidden | own | (rows == 0))] = float("-inf")
+            rows, scores = self.candidates(*inputs, banned, k)
         top = scores.topk(min(k, scores.shape[1] - (rows is None)), dim=1)
         for row, i in enumerate(known):
             values, indices = top.values[row].tolist(), top.indices[row].tolist()
@@ -157,13 +153,24 @@ class Recommender:
 
     @torch.inference_mode()
     def candidates(
-        self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray, count: int
+        self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray, banned: list[list[int]], k: int
     ) -> tuple[np.ndarray, torch.Tensor]:
-        """The index's `count` best rows per history and their exact scores: ([B, count], [B, count])."""
+        """Rows from the index for each history and their exact scores, -inf where the row is one of
+        the history's `banned` or padding: ([B, C], [B, C]). The index's best CANDIDATES rows, widened
+        (rarely: seen items are few among them) until each history has k rows it may be shown."""
         x, e, g = self._inputs(items, events, gaps)
         queries = self.model.query(self.model.encode(x, e, self.table)[:, -1], g)  # [B, D]
-        rows = self.ann.candidates(queries.numpy(), count)
-        return rows, (self.table[torch.from_numpy(rows)] @ queries[:, :, None]).squeeze(-1)
+        catalog = len(self.table) - 1
+        need = np.minimum(k, catalog - np.array([len(b) for b in banned]))
+        count = CANDIDATES
+        while True:
+            rows = self.ann.candidates(queries.numpy(), count)
+            hidden = np.stack([np.isin(found, leave_out) for found, leave_out in zip(rows, banned)]) | (rows == 0)
+            if count >= catalog or ((~hidden).sum(1) >= need).all():
+                break
+            count = min(4 * count, catalog)
+        scores = (self.table[torch.from_numpy(rows)] @ queries[:, :, None]).squeeze(-1)
+        return rows, scores.masked_fill(torch.from_numpy(hidden), float("-inf"))
 
     def recommend(
         self,
