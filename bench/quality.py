@@ -1,5 +1,6 @@
 """Recommendation quality from the defaults (what `rtrec pipeline` trains without flags): MostPop,
-EASE, the item-to-item transition baseline and our SASRec by the same full-ranking harness
+EASE, the item-to-item transition baseline and our SASRec (alone, and as served: with its successor
+counts blended in, model/successors.py) by the same full-ranking harness
 (leave-last-out, history masked), beside the oracle ceiling of the generated shop.
 
     python bench/quality.py [--datasets generated movielens] [--seeds 0 1 2] [--events 200000 1000000]
@@ -42,6 +43,7 @@ from model.evaluate import evaluate
 from model.replay import before_cut, transitions
 from model.report import REPLAY_COLUMNS, replay_cells, replay_table
 from model.scorer import sasrec_scorer
+from model.successors import fit
 from model.tuning import choose
 from rtrec.generate import ShopConfig, generate
 from rtrec.movielens import fetch_sample, import_movielens
@@ -119,22 +121,27 @@ def main() -> None:
             row(f"EASE (l2={l2:g})", evaluate(scorer, data), time.perf_counter() - start)
             start = time.perf_counter()
             row("item-to-item transitions", evaluate(transitions(before_cut(data, 1)), data), None)
-            per_seed, seconds, chosen, choices = [], [], [], []
+            alone, served, seconds, chosen, choices = [], [], [], [], []
             for seed in args.seeds:
                 choice = choose(data, default_settings(seed), progress=True)
                 choices.append(choice)
-                per_seed.append(evaluate(sasrec_scorer(choice.result.model, torch.device("cpu")), data))
+                scorer = sasrec_scorer(choice.result.model, torch.device("cpu"))
+                successors, _ = fit(scorer, data)
+                alone.append(evaluate(scorer, data))
+                served.append(evaluate(successors.blend(scorer), data))
                 seconds.append(choice.result.seconds)
-                chosen.append(json.dumps(choice.changes) if choice.changes else "preset")
-                console.print(f"{label} seed {seed}: test NDCG@10 {per_seed[-1]['ndcg@10']:.4f}, tried {choice.tried}")
-            cells = []
-            for key in METRICS:
-                mean, error = mean_and_error([m[key] for m in per_seed])
-                cells.append(f"{mean:.4f} ± {error:.4f}")
-            ndcg = float(np.mean([m["ndcg@10"] for m in per_seed]))
-            table.add_row(
-                label, "SASRec (defaults)", *cells, share(ndcg), f"{np.median(seconds):.0f}", ", ".join(chosen)
-            )
+                chosen.append(json.dumps(choice.changes | {"successors": [successors.weight, successors.recent]}))
+                console.print(
+                    f"{label} seed {seed}: test NDCG@10 {served[-1]['ndcg@10']:.4f} as served, "
+                    f"{alone[-1]['ndcg@10']:.4f} alone; tried {choice.tried}"
+                )
+            for model, per_seed in (("SASRec alone", alone), ("SASRec as served (defaults)", served)):
+                cells = []
+                for key in METRICS:
+                    mean, error = mean_and_error([m[key] for m in per_seed])
+                    cells.append(f"{mean:.4f} ± {error:.4f}")
+                ndcg = float(np.mean([m["ndcg@10"] for m in per_seed]))
+                table.add_row(label, model, *cells, share(ndcg), f"{np.median(seconds):.0f}", ", ".join(chosen))
             if oracle:
                 table.add_row(label, "oracle ceiling", *[f"{oracle[k]:.4f}" for k in METRICS], "100%", "-", "")
             if args.replay:

@@ -118,7 +118,14 @@ def publish(report: TrainReport) -> None:
         if report.promoted
         else "kept the current model: the new one is worse"
     )
-    create_table_artifact(key="model-comparison", table=rows, description=f"Promotion decision: {decision}.")
+    blend = report.metrics.get("successors", {})
+    served = (
+        f" Figures are the model as served: with its successor counts blended (weight {blend['weight']:g}, "
+        f"recent {blend['recent']}); test NDCG@10 of the model alone {report.metrics['model_alone_test_ndcg@10']:.4f}."
+        if blend
+        else ""
+    )
+    create_table_artifact(key="model-comparison", table=rows, description=f"Promotion decision: {decision}.{served}")
     tried = report.metrics.get("settings_tried", [])
     create_table_artifact(
         key="settings-tried",

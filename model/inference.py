@@ -17,10 +17,13 @@ from model.ann import CANDIDATES, ItemIndex
 from model.data import Vocabulary, gap_bucket, pad_left
 from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
+from model.successors import Successors, served_successors
 from rtrec.content import CONTENT_DIM
 from rtrec.events import EVENT_INDEX
 
 log = logging.getLogger("rtrec.model")
+
+SUCCESSOR_CANDIDATES = 50  # an indexed catalog also re-scores the items a history's successor counts boost most
 
 
 @dataclass
@@ -30,6 +33,7 @@ class Recommender:
     version: str
     onnx: OnnxScores | None = None  # the compressed form (model/export.py): scores in place of the model when set
     ann: ItemIndex | None = None  # a large catalog's memory-mapped table and index (model/ann.py)
+    successors: Successors | None = None  # counts blended into the scores (model/successors.py)
 
     @property
     def form(self) -> str:
@@ -84,8 +88,9 @@ class Recommender:
         model.load_state_dict(weights, assign=True)
         metrics_path = version_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        successors = served_successors(version_dir)
         if "ann" in metrics:  # the ONNX graph scores the whole table, which an index is there to avoid
-            return cls(model, vocab, version_dir.name, ann=ItemIndex.open(version_dir))
+            return cls(model, vocab, version_dir.name, ann=ItemIndex.open(version_dir), successors=successors)
         onnx = None
         check = metrics.get("compressed", {}) if compressed else {}
         if check.get("passed"):
@@ -93,7 +98,7 @@ class Recommender:
                 onnx = OnnxScores(version_dir / check["file"])
             except Exception as err:  # the float model still answers: the same top-k, only slower
                 log.warning("version %s: compressed form not loaded (%s); serving float32", version_dir.name, err)
-        return cls(model, vocab, version_dir.name, onnx)
+        return cls(model, vocab, version_dir.name, onnx, successors=successors)
 
     def encode_history(self, history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Item and event-type indices of the known items in `history` (unknown ids are skipped)."""
@@ -113,12 +118,11 @@ class Recommender:
 
     @torch.inference_mode()
     def scores(self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
-        """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now;
-        padding column included."""
+        """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now, with
+        the version's successor counts blended in; padding column included."""
         x, e, g = self._inputs(items, events, gaps)
-        if self.onnx is not None:
-            return self.onnx(x, e, g, self.table)
-        return self.model.scores(x, e, g, self.table)
+        scores = self.onnx(x, e, g, self.table) if self.onnx is not None else self.model.scores(x, e, g, self.table)
+        return scores if self.successors is None else self.successors.add_to(scores, items)
 
     @torch.inference_mode()
     def recommend_batch(
@@ -157,7 +161,8 @@ class Recommender:
     ) -> tuple[np.ndarray, torch.Tensor]:
         """Rows from the index for each history and their exact scores, -inf where the row is one of
         the history's `banned` or padding: ([B, C], [B, C]). The index's best CANDIDATES rows, widened
-        (rarely: seen items are few among them) until each history has k rows it may be shown."""
+        (rarely: seen items are few among them) until each history has k rows it may be shown, and
+        the SUCCESSOR_CANDIDATES items the version's successor counts boost most."""
         x, e, g = self._inputs(items, events, gaps)
         queries = self.model.query(self.model.encode(x, e, self.table)[:, -1], g)  # [B, D]
         catalog = len(self.table) - 1
@@ -169,7 +174,19 @@ class Recommender:
             if count >= catalog or ((~hidden).sum(1) >= need).all():
                 break
             count = min(4 * count, catalog)
+        if self.successors is not None:
+            boosts = self.successors.boost(items)
+            extra = Successors.best(boosts, SUCCESSOR_CANDIDATES)
+            hidden_extra = np.stack(
+                [
+                    np.isin(more, np.concatenate([found, leave_out]))
+                    for more, found, leave_out in zip(extra, rows, banned)
+                ]
+            )  # found by the index already, or not to be shown
+            rows, hidden = np.concatenate([rows, extra], 1), np.concatenate([hidden, hidden_extra | (extra == 0)], 1)
         scores = (self.table[torch.from_numpy(rows)] @ queries[:, :, None]).squeeze(-1)
+        if self.successors is not None:
+            scores += Successors.at(boosts, rows)
         return rows, scores.masked_fill(torch.from_numpy(hidden), float("-inf"))
 
     def recommend(

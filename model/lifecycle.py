@@ -22,6 +22,8 @@ from model.plots import save_curve
 from model.registry import Registry, not_worse
 from model.sasrec import ModelConfig, SASRec
 from model.scorer import recommender_scorer, sasrec_scorer
+from model.successors import DIRECTORY as SUCCESSORS_DIRECTORY
+from model.successors import Successors, fit
 from model.train import TrainResult
 from model.tuning import Setting, checkpoint_of, choose
 from rtrec.landing import write_json
@@ -47,12 +49,15 @@ def save_version(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     metrics: dict,
+    successors: Successors,
     compressed: Path | None = None,
 ) -> str:
-    """Register the trained model, with `compressed` (its exported form) beside the weights."""
+    """Register the trained model, with its successor counts and `compressed` (its exported form)
+    beside the weights."""
 
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
+        successors.save(directory / SUCCESSORS_DIRECTORY)
         if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # serving takes candidates from an index (model/ann.py)
             with torch.inference_mode():
                 metrics["ann"] = ann.build_index(result.model.eval().item_table().cpu().numpy(), directory)
@@ -109,7 +114,11 @@ def train_and_register(
     choice = choose(data, settings, checkpoint=checkpoint, progress=progress, on_epoch=on_epoch)
     result, model_cfg, train_cfg = choice.result, choice.model_cfg, choice.train_cfg
     model = result.model.to("cpu")
-    metrics = evaluate_both_splits(sasrec_scorer(model, torch.device("cpu")), data)
+    alone = sasrec_scorer(model, torch.device("cpu"))
+    successors, tried = fit(alone, data)
+    metrics = evaluate_both_splits(successors.blend(alone), data)  # the model as served
+    metrics["model_alone_test_ndcg@10"] = evaluate(alone, data)["ndcg@10"]
+    metrics["successors"] = {"weight": successors.weight, "recent": successors.recent, "tried": tried}
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = len(result.history)
     metrics["settings_tried"] = choice.tried
@@ -124,7 +133,7 @@ def train_and_register(
             compressed, metrics["compressed"] = None, {"format": "onnx", "passed": False, "skipped": "item index"}
         else:
             compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
-        version = save_version(registry, result, data, model_cfg, train_cfg, metrics, compressed)
+        version = save_version(registry, result, data, model_cfg, train_cfg, metrics, successors, compressed)
     promoted = not_worse(
         metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None
     )

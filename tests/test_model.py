@@ -229,7 +229,8 @@ def test_replay_transition_baseline_follows_fresh_events_and_popularity_cannot()
 
 def test_replay_table_trains_before_the_cut_and_reports_every_model():
     rows = replay_table(cyclic_data(), 2, [preset("tiny", epochs=2)])
-    assert [r["model"].split(" (")[0] for r in rows] == ["MostPop", "item-to-item transitions", "SASRec"]
+    names = ["MostPop", "item-to-item transitions", "SASRec alone", "SASRec as served"]
+    assert [r["model"].split(" (")[0] for r in rows] == names
     for row in rows:
         assert row["live"]["cases"] == row["frozen"]["cases"] == 2 * 60
         assert row["ratio"]["ndcg@10"] == pytest.approx(row["live"]["ndcg@10"] / row["frozen"]["ndcg@10"])
@@ -246,7 +247,7 @@ def test_rtrec_evaluate_replay_prints_live_and_frozen_per_model(monkeypatch):
     result = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "tiny"])
     assert result.exit_code == 0, result.output
     assert "replay of each user's last 2 interactions" in result.output
-    for model in ("MostPop", "item-to-item transitions", "SASRec"):
+    for model in ("MostPop", "item-to-item transitions", "SASRec alone", "SASRec as served"):
         assert model in result.output
     wrong = CliRunner().invoke(cli.main.app, ["evaluate", "--replay", "2", "--preset", "huge"])
     assert wrong.exit_code == 2 and "unknown preset 'huge'" in wrong.output
