@@ -121,7 +121,8 @@ def publish(report: TrainReport) -> None:
     blend = report.metrics.get("successors", {})
     served = (
         f" Figures are the model as served: with its successor counts blended (weight {blend['weight']:g}, "
-        f"recent {blend['recent']}); test NDCG@10 of the model alone {report.metrics['model_alone_test_ndcg@10']:.4f}."
+        f"recent {blend['recent']}); test NDCG@10 of the model alone "
+        f"{report.metrics['model_alone']['test_ndcg@10']:.4f}."
         if blend
         else ""
     )

@@ -48,8 +48,10 @@ def test_two_processes_take_the_same_steps_to_the_same_quality_and_pass_the_gate
     assert [h["steps"] for h in report.history] == [h["steps"] for h in single.history]
     assert len(report.history) == len(single.history)
     # within noise of one process: a rank's share of a batch draws other dropout masks and negatives
-    assert report.metrics["validation_ndcg@10"] == pytest.approx(single.best["val_ndcg@10"], abs=0.1)
-    assert report.metrics["validation_ndcg@10"] > 0.5  # the cycle is learned (popularity scores ~0.1 here)
+    # (the model alone: the served figures add the successor counts, which rank this cycle perfectly)
+    alone = report.metrics["model_alone"]["validation_ndcg@10"]
+    assert alone == pytest.approx(single.best["val_ndcg@10"], abs=0.1)
+    assert alone > 0.5  # the cycle is learned (popularity scores ~0.1 here)
     registry = Registry(get_settings().models_dir)
     assert report.promoted and registry.current() == report.version  # the first model passes the gate
     assert not (get_settings().models_dir / "checkpoint.pt").exists()

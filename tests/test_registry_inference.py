@@ -76,7 +76,7 @@ def test_first_training_run_is_registered_and_promoted(trained):
     files = {p.name for p in registry.path(report.version).iterdir()}
     assert {
         "weights.pt",
-        "successors.npz",
+        "successors",
         "config.json",
         "vocab.json",
         "metrics.json",

@@ -82,7 +82,7 @@ def test_a_version_serves_the_counts_it_was_registered_with(tmp_path, monkeypatc
     registry = Registry(tmp_path)
     report = train_and_register(data, registry, *preset("tiny", epochs=1, lr=1e-4), progress=False)
     weight = report.metrics["successors"]["weight"]
-    assert weight > 0 and report.metrics["test_ndcg@10"] > report.metrics["model_alone_test_ndcg@10"]
+    assert weight > 0 and report.metrics["test_ndcg@10"] > report.metrics["model_alone"]["test_ndcg@10"]
     served = Recommender.load(registry.path(report.version))
     assert served.successors.weight == weight
     history = [np.array([served.index["i10"], served.index["i11"]])]
