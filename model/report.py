@@ -76,13 +76,12 @@ def replay_table(data: SequenceData, n: int, settings: Sequence[Setting], progre
     result = choose(before, settings, progress=progress).result
     alone = sasrec_scorer(result.model, torch.device(result.device))
     successors, _ = fit(alone, before)
+    served = f"SASRec as served (successors: weight {successors.weight:g}, recent {successors.recent})"
     scorers = {
         "MostPop": popularity(before),
         "item-to-item transitions": transitions(before),
         f"SASRec alone ({len(result.history)} epochs)": alone,
-        f"SASRec as served (successors: weight {successors.weight:g}, recent {successors.recent})": successors.blend(
-            alone
-        ),
+        served: successors.blend(alone),
     }
     return [{"model": name, **replay(scorer, cases)} for name, scorer in scorers.items()]
 

@@ -67,6 +67,8 @@ class Successors:
     def boost(self, inputs: Sequence[np.ndarray]) -> list[Boost]:
         """Per history, what its recent items add to the scores, weight included: the rows of the
         counts sliced and summed (a sparse product would clear catalog-wide work arrays per call)."""
+        if self.weight == 0:
+            return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in inputs]
         indptr, indices, data = self.follows.indptr, self.follows.indices, self.follows.data
         out = []
         for history in inputs:
@@ -76,7 +78,7 @@ class Successors:
                 for item, fade in zip(recent, self.weight * RECENT_FADE ** np.arange(len(recent)))
                 if item < len(indptr) - 1  # an item added after training (a row past the counts) followed nothing
             ]
-            if self.weight == 0 or not parts:
+            if not parts:
                 out.append((np.empty(0, np.int64), np.empty(0, np.float32)))
                 continue
             items, where = np.unique(np.concatenate([c for c, _ in parts]), return_inverse=True)
@@ -139,8 +141,10 @@ class Successors:
 def served_successors(version_dir: Path) -> Successors | None:
     """The counts a registered version serves: none for one saved before them or whose weight is 0."""
     path = version_dir / DIRECTORY
-    successors = Successors.load(path) if path.exists() else None
-    return successors if successors is not None and successors.weight else None
+    if not path.exists():
+        return None
+    successors = Successors.load(path)
+    return successors if successors.weight else None
 
 
 def fit(scorer: Scorer, data: SequenceData) -> tuple[Successors, list[dict]]:
