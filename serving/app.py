@@ -22,6 +22,7 @@ from rtrec.settings import Settings, get_settings
 from serving import metrics
 from serving.batcher import Batcher
 from serving.catalog import Catalog
+from serving.event_writer import EventWriter
 from serving.feedback_log import open_feedback_log
 from serving.forgetting import finish_pending
 from serving.impressions import ImpressionLog
@@ -44,6 +45,7 @@ async def lifespan(app: FastAPI):
     redis_url = settings.redis_url if settings.online_store == "redis" else None
     app.state.locks = UserLocks(settings.feast_dir / "locks", redis_url, settings.redis_timeout_seconds)
     app.state.feedback = open_feedback_log(settings)
+    app.state.writer = EventWriter(app.state.feedback, app.state.user_state, app.state.locks, settings)
     # serving state: neither a missing mart nor a missing or damaged model stops the worker
     app.state.catalog = Catalog(settings.marts_dir)
     registry = Registry(settings.models_dir)
@@ -65,6 +67,7 @@ async def lifespan(app: FastAPI):
     watcher.start()
     yield
     stop.set()
+    await state.writer.close()
     state.impressions.close()
     metrics.forget_dead_workers(metrics.workers_dir(settings.prometheus_dir), own_too=True)
 

@@ -7,15 +7,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from model.experiments import Experiments
 from rtrec.online_state import UserLocks, UserStateTable
 from rtrec.settings import Settings
-from serving.batcher import Batcher
 from serving.catalog import Catalog
 from serving.feedback_log import FeedbackLog
-from serving.impressions import ImpressionLog
 from serving.model_holder import ModelHolder
-from serving.online_ctr import SlidingWindow
 
 BEARER = HTTPBearer(auto_error=False)
 
@@ -36,10 +32,6 @@ CatalogDep = Annotated[Catalog, Depends(_from_state("catalog"))]
 FeedbackDep = Annotated[FeedbackLog, Depends(_from_state("feedback"))]
 UserStateDep = Annotated[UserStateTable, Depends(_from_state("user_state"))]
 LocksDep = Annotated[UserLocks, Depends(_from_state("locks"))]
-ExperimentsDep = Annotated[Experiments, Depends(_from_state("experiments"))]
-ImpressionsDep = Annotated[ImpressionLog, Depends(_from_state("impressions"))]
-CtrWindowDep = Annotated[SlidingWindow, Depends(_from_state("ctr_window"))]
-BatcherDep = Annotated[Batcher, Depends(_from_state("batcher"))]
 
 
 async def require_token(

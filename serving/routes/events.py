@@ -6,18 +6,17 @@ events durable the answer is a 503 and nothing of the request was kept: a retry 
 """
 
 import logging
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 
 from model.experiments import served_by
-from rtrec.online_state import LockTimeout, StoreUnavailable, push_event
-from rtrec.sqlite_online_store import StoreBusy
+from model.registry import Registry
 from serving import metrics
-from serving.deps import CtrWindowDep, FeedbackDep, LocksDep, ModelsDep, SettingsDep, UserStateDep, require_token
+from serving.deps import require_token
 from serving.feedback_log import NotDurable
 from serving.middleware import BodyLimitRoute
+from serving.online_ctr import SlidingWindow
 from serving.schemas import Accepted, Event, EventBatch
 
 log = logging.getLogger("rtrec.serving")
@@ -42,9 +41,9 @@ async def cap_batch(request: Request) -> None:
         raise too_many(len(batch))
 
 
-def attribute(event: Event, models: ModelsDep, ctr_window: CtrWindowDep) -> None:
+def attribute(event: Event, registry: Registry, ctr_window: SlidingWindow) -> None:
     """Count an event that answers a list this API served under that list's version and arm."""
-    served = served_by(event.request_id, models.registry)
+    served = served_by(event.request_id, registry)
     if served is None:
         return
     version, arm = served
@@ -63,20 +62,13 @@ def attribute(event: Event, models: ModelsDep, ctr_window: CtrWindowDep) -> None
         503: {"description": "The events could not be made durable; nothing was accepted, retry."},
     },
 )
-def post_events(
-    body: Annotated[Event | EventBatch, Body()],
-    settings: SettingsDep,
-    feedback: FeedbackDep,
-    user_state: UserStateDep,
-    locks: LocksDep,
-    models: ModelsDep,
-    ctr_window: CtrWindowDep,
-) -> Accepted:
+async def post_events(body: Annotated[Event | EventBatch, Body()], request: Request) -> Accepted:
+    state = request.app.state  # serving/app.py's lifespan put the long-lived objects there
     events = body.events if isinstance(body, EventBatch) else [body]
     if len(events) > MAX_BATCH:
         raise too_many(len(events))
     try:
-        fresh = feedback.append([e.to_log() for e in events])  # durable before we answer
+        fresh = await state.writer.write([e.to_log() for e in events])  # durable, then pushed online
     except NotDurable as err:
         metrics.EVENTS.labels("not_durable").inc(len(events))
         raise HTTPException(
@@ -90,29 +82,7 @@ def post_events(
     for record in fresh:
         event = first[record["event_id"]]
         try:
-            attribute(event, models, ctr_window)
+            attribute(event, state.models.registry, state.ctr_window)
         except Exception:  # counting must never fail an accepted event
             log.exception("could not attribute event %s", event.event_id)
-        try:
-            pending = feedback.pending_forget(event.user_id)
-            push_event(
-                user_state,
-                locks,
-                event.user_id,
-                event.item_id,
-                event.event_type,
-                event.ts,
-                settings.max_recent_items,
-                received_at=datetime.fromisoformat(record["received_at"]),
-                forgotten_since=pending,
-                max_seen=settings.max_seen_items,
-            )
-            if pending is not None:  # the write carried the tombstone
-                feedback.forgotten_online(event.user_id, pending)
-        except (StoreUnavailable, LockTimeout, StoreBusy) as err:  # durable already; the nightly run brings it online
-            metrics.ONLINE_WRITE_FAILURES.inc()
-            log.warning("online update failed for event %s: %s", event.event_id, err)
-        except Exception:  # durable in the log already; the next batch run brings it online
-            metrics.ONLINE_WRITE_FAILURES.inc()
-            log.exception("online update failed for event %s", event.event_id)
     return Accepted(accepted=len(fresh), received=len(events))
