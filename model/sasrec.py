@@ -58,12 +58,16 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, newest_only: bool = False) -> torch.Tensor:
+        """[B, N, D] -> [B, N, D]; with `newest_only`, [B, 1, D]: the newest position's state alone
+        (its query still attends to every key), all that scoring the next item needs of the last block."""
         b, n, d = x.shape  # [B, N, D]
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if newest_only:
+            q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
         # no dropout on the [B, H, N, N] attention weights: on CPU drawing that mask costs a third of a step
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, N, D/H]
-        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, n, d)))
+        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, -1, d)))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -142,8 +146,12 @@ class SASRec(nn.Module):
             rows = rows + self.content(content)
         return rows
 
-    def encode(self, items: torch.Tensor, events: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """items, events: [B, N] left-padded. Returns [B, N, D] states; state t has seen tokens <= t."""
+    def encode(
+        self, items: torch.Tensor, events: torch.Tensor, table: torch.Tensor | None = None, newest_only: bool = False
+    ) -> torch.Tensor:
+        """items, events: [B, N] left-padded. Returns [B, N, D] states; state t has seen tokens <= t.
+        With `newest_only`, [B, 1, D]: the newest state alone, the last block's attention output and
+        feed-forward computed for it only (what scoring the next item needs: the serving path)."""
         n = items.shape[1]
         table = self.item_table() if table is None else table
         real = items > 0  # [B, N]
@@ -158,8 +166,8 @@ class SASRec(nn.Module):
         step = torch.arange(n, device=items.device)
         allowed = ((step[:, None] >= step[None, :]) & real[:, None, :]) | (step[:, None] == step[None, :])
         allowed = allowed.unsqueeze(1)  # [B, 1, N, N]
-        for block in self.blocks:
-            x = block(x, allowed)
+        for depth, block in enumerate(self.blocks, 1):
+            x = block(x, allowed, newest_only and depth == len(self.blocks))
         return self.norm(x)
 
     def query(self, states: torch.Tensor, gaps: torch.Tensor) -> torch.Tensor:
@@ -172,7 +180,7 @@ class SASRec(nn.Module):
         """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding);
         gaps [B]: bucket of the time from the last item to the moment of the request."""
         table = self.item_table() if table is None else table
-        last = self.encode(items, events, table)[:, -1]  # [B, D]
+        last = self.encode(items, events, table, newest_only=True)[:, -1]  # [B, D]
         return self.query(last, gaps) @ table.T
 
     def loss(

@@ -55,6 +55,22 @@ def test_padding_is_never_attended_to():
     assert torch.isfinite(padded).all()
 
 
+def test_the_newest_state_alone_is_the_full_encoders_last_state():
+    """Serving scores from the newest state only (the last block computed for it alone): the same
+    state as the whole sequence's, for left-padded histories of any length in one batch."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    items = torch.tensor([[0, 0, 0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]])
+    events = torch.ones_like(items) * (items > 0)
+    newest = model.encode(items, events, newest_only=True)
+    assert newest.shape == (3, 1, 16)
+    torch.testing.assert_close(newest[:, 0], model.encode(items, events)[:, -1])
+    gaps = torch.ones(3, dtype=torch.long)
+    torch.testing.assert_close(
+        model.scores(items, events, gaps), model.query(newest[:, 0], gaps) @ model.item_table().T
+    )
+
+
 def test_full_softmax_loss_is_cross_entropy_over_the_catalog_at_every_position():
     torch.manual_seed(0)
     model = tiny_model()
