@@ -192,8 +192,8 @@ def test_a_busy_lock_of_one_user_fails_the_batch_and_holds_no_other_lock(online)
 
 
 def test_the_rows_written_and_read_are_feasts_own_conversion():
-    """The state's protos are built and read directly (serving/event_writer.py's turn spent a tenth
-    in Feast's generic conversion): the messages and values are Feast's."""
+    """The state's protos are built and read directly (why: `UserStateTable._state`): the messages
+    and values are Feast's own conversion's."""
     state = UserState("u", ["a", "b"], ["view", "click"], datetime(2026, 3, 1, 12, 0, 7, 900000, tzinfo=UTC))
     state.seen_items, state.seen_event_types = ["z", "a", "b"], ["purchase", "view", "click"]
     values = UserStateTable._values(state)
