@@ -83,7 +83,8 @@ def compare_libraries(table: np.ndarray, rows: int, queries: int) -> list[tuple[
     from usearch.index import Index
 
     rng = np.random.default_rng(0)
-    sample = np.ascontiguousarray(table[1:][np.sort(rng.choice(len(table) - 1, min(rows, len(table) - 1), False))])
+    chosen = np.sort(rng.choice(len(table) - 1, min(rows, len(table) - 1), False))
+    sample = np.ascontiguousarray(table[1:][chosen], dtype=np.float32)
     probe = sample[rng.choice(len(sample), queries, False)] + rng.normal(0, 0.1, (queries, sample.shape[1])).astype(
         np.float32
     )
@@ -157,22 +158,45 @@ def main() -> None:
         console.print(f"generate, dbt, materialize, train and index: {time.perf_counter() - start:.0f} s")
     version = registry.path(registry.current())
     metrics = registry.metrics(registry.current())
+    if "forms" not in metrics.get("ann", {}):
+        raise SystemExit(f"{version} has no index in two forms (too few items, or registered before them)")
     data = load_marts(data_dir / "marts")
     served = Recommender.load(version)
-    if served.ann is None:
-        raise SystemExit(f"{data.vocab.n_items:,} items trained on: under ANN_MIN_ITEMS, no index was built")
     # the same served scores (the model's, successor counts blended in) over the whole table
     exact = Recommender(served.model, served.vocab, "exact", successors=served.successors)
     hits, users, ann_s, exact_s = recall(served, exact, data, args.queries)
 
     table = Table("what", "figure", title=f"{data.vocab.n_items:,}-item model ({cfg.items:,}-item catalog)")
-    table.add_row("index build (usearch HNSW, at registration)", f"{metrics['ann']['build_seconds']:.0f} s")
+    forms, check = metrics["ann"]["forms"], metrics["compressed"]
+    table.add_row(
+        "index build at registration (usearch HNSW), float32 / float16",
+        f"{forms['float32']['build_seconds']:.0f} / {forms['float16']['build_seconds']:.0f} s",
+    )
     table.add_row("test NDCG@10 as served (exact scoring)", f"{metrics['test_ndcg@10']:.4f}")
     table.add_row("test NDCG@10 of the model alone", f"{metrics['model_alone']['test_ndcg@10']:.4f}")
+    if "error" in check:
+        table.add_row("the float16 form's check at registration", f"failed to run: {check['error']}")
+    else:
+        loss = -100 * check["relative_ndcg_loss"]
+        table.add_row(
+            "test NDCG@10 through the index, float32 / float16 table and index",
+            f"{check['float_test_ndcg@10']:.4f} / {check['test_ndcg@10']:.4f} ({loss:+.2f}%)",
+        )
+        table.add_row(
+            "model call through the index, 1 user (p50), float32 / float16",
+            f"{check['float_model_ms']:.2f} / {check['model_ms']:.2f} ms ({check['speedup']:.2f}×)",
+        )
+    mb = {name: form["bytes"] / 1e6 for name, form in forms.items()}
+    table.add_row(
+        "table + index files, float32 / float16",
+        f"{mb['float32']:.0f} / {mb['float16']:.0f} MB ({mb['float32'] / mb['float16']:.2f}× smaller)",
+    )
+    table.add_row("form served (passed its check at registration)", served.form)
     table.add_row(f"recall@10 of the served top-10 vs exact, {users:,} users", f"{hits:.3f}")
     table.add_row("model call, 1 user: index candidates + exact re-scoring", ms(ann_s))
     table.add_row("model call, 1 user: the whole table scored", ms(exact_s))
-    for library, built, found in compare_libraries(served.ann.table, args.compare, args.queries):
+    float_table = np.load(version / ann.FORMS["float32"].table, mmap_mode="r")
+    for library, built, found in compare_libraries(float_table, args.compare, args.queries):
         table.add_row(f"{library}, {args.compare:,} rows: build / recall@10", f"{built:.1f} s / {found:.3f}")
     del exact
 

@@ -20,7 +20,9 @@ the model never trained on (model/inference.py), and one copy of it serves both 
 `compression_check` is what training runs before registering: the exported form must reach the
 float model's test NDCG@10 within `MAX_NDCG_LOSS` (relative) and take less model time per request;
 the result goes into the version's metrics (``compressed``), and serving loads the ONNX form only
-for a version whose check passed.
+for a version whose check passed. A catalog served from an index (model/ann.py) is never scored
+whole, so its compressed form is the index's half-precision table and index instead, held to the
+same check on the served path.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,31 +97,52 @@ class OnnxScores:
         return torch.from_numpy(self.session.run(None, feed)[0])
 
 
-def model_ms(scores, model: SASRec, histories: int = 200, length: int = 50, seed: int = 0) -> float:
-    """Median model time of one request (one user, `length` items of history, at most the model's
-    max_len): `scores` (called like `SASRec.scores`), then the top-10."""
-    table, length = model.item_table().detach(), min(length, model.cfg.max_len)
-    rng = np.random.default_rng(seed)
-    times, threads = [], torch.get_num_threads()
-    torch.set_num_threads(1)  # as a serving worker runs torch (and ONNX Runtime runs here)
+def median_ms(forms: Sequence[Callable[[int], object]], requests: int) -> list[float]:
+    """Median time (ms) of one request in each of `forms` (called with the request's number), on
+    one torch thread as a serving worker runs; the forms take turns on each request, so a change in
+    the machine's load falls on all of them."""
+    times, threads = [[] for _ in forms], torch.get_num_threads()
+    torch.set_num_threads(1)  # (ONNX Runtime runs one thread too)
     try:
         with torch.inference_mode():
-            for _ in range(histories):
-                items = torch.from_numpy(rng.integers(1, len(table), (1, length)))
-                start = time.perf_counter()
-                scores(items, torch.ones_like(items), torch.ones(1, dtype=torch.long), table).topk(10)
-                times.append(time.perf_counter() - start)
+            for request in range(requests):
+                for form, spent in zip(forms, times):
+                    start = time.perf_counter()
+                    form(request)
+                    spent.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return 1000 * statistics.median(times[histories // 10 :])  # the first calls warm caches up
+    return [1000 * statistics.median(spent[requests // 10 :]) for spent in times]  # the first warm caches up
 
 
-def compression_check(float_ndcg: float, compressed_ndcg: float, float_ms: float, compressed_ms: float) -> dict:
-    """What the registry keeps about the compressed form, and whether serving may use it."""
+def model_ms(forms: Sequence, model: SASRec, histories: int = 200, length: int = 50, seed: int = 0) -> list[float]:
+    """Median model time of one request (one user, `length` items of history, at most the model's
+    max_len) in each of `forms` (each called like `SASRec.scores`), the top-10 taken."""
+    table, length = model.item_table().detach(), min(length, model.cfg.max_len)
+    items = torch.from_numpy(np.random.default_rng(seed).integers(1, len(table), (histories, 1, length)))
+    gaps = torch.ones(1, dtype=torch.long)
+    return median_ms(
+        [
+            lambda n, scores=scores: scores(items[n], torch.ones_like(items[n]), gaps, table).topk(10)
+            for scores in forms
+        ],
+        histories,
+    )
+
+
+def compression_check(
+    float_ndcg: float,
+    compressed_ndcg: float,
+    float_ms: float,
+    compressed_ms: float,
+    form: str = "onnx",
+    file: str = ONNX_FILE,
+) -> dict:
+    """What the registry keeps about the compressed form (`form`, in `file`), and whether serving may use it."""
     loss = (float_ndcg - compressed_ndcg) / float_ndcg if float_ndcg > 0 else 0.0
     return {
-        "format": "onnx",
-        "file": ONNX_FILE,
+        "format": form,
+        "file": file,
         "test_ndcg@10": compressed_ndcg,
         "float_test_ndcg@10": float_ndcg,
         "relative_ndcg_loss": loss,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model.ann import CANDIDATES, ItemIndex
+from model.ann import CANDIDATES, COMPRESSED, ItemIndex
 from model.data import Vocabulary, gap_bucket, pad_left
 from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
@@ -37,6 +37,8 @@ class Recommender:
 
     @property
     def form(self) -> str:
+        if self.ann is not None:
+            return str(self.ann.table.dtype)  # float32, or float16 for an index's compressed form
         return "onnx" if self.onnx is not None else "float32"
 
     def __post_init__(self) -> None:
@@ -79,7 +81,7 @@ class Recommender:
     @classmethod
     def load(cls, version_dir: Path, compressed: bool = True) -> Recommender:
         """The version in `version_dir`; with `compressed`, in its compressed form when the version
-        has one that passed its check at training time (model/export.py)."""
+        has one that passed its check at training time (model/export.py; an index's: model/lifecycle.py)."""
         config = json.loads((version_dir / "config.json").read_text())
         vocab = Vocabulary.from_dict(json.loads((version_dir / "vocab.json").read_text()))
         model = SASRec.from_vocab(ModelConfig(**config["model"]), vocab)
@@ -89,10 +91,20 @@ class Recommender:
         metrics_path = version_dir / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         successors = served_successors(version_dir)
-        if "ann" in metrics:  # the ONNX graph scores the whole table, which an index is there to avoid
-            return cls(model, vocab, version_dir.name, ann=ItemIndex.open(version_dir), successors=successors)
-        onnx = None
         check = metrics.get("compressed", {}) if compressed else {}
+        if "ann" in metrics:  # the ONNX graph scores the whole table, which an index is there to avoid
+            index = None
+            if check.get("passed") and check.get("format") == COMPRESSED:
+                try:
+                    index = ItemIndex.open(version_dir, COMPRESSED)
+                except Exception as err:  # the float32 form answers: the same top-k to half precision
+                    log.warning(
+                        "version %s: %s index not opened (%s); serving float32", version_dir.name, COMPRESSED, err
+                    )
+            if index is None:
+                index = ItemIndex.open(version_dir, "float32")
+            return cls(model, vocab, version_dir.name, ann=index, successors=successors)
+        onnx = None
         if check.get("passed"):
             try:
                 onnx = OnnxScores(version_dir / check["file"])
@@ -121,7 +133,10 @@ class Recommender:
         """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now, with
         the version's successor counts blended in; padding column included."""
         x, e, g = self._inputs(items, events, gaps)
-        scores = self.onnx(x, e, g, self.table) if self.onnx is not None else self.model.scores(x, e, g, self.table)
+        if self.onnx is not None:
+            scores = self.onnx(x, e, g, self.table)
+        else:  # a half-precision table (an index's compressed form) scores in float32, as its candidates do
+            scores = self.model.scores(x, e, g, self.table.float())
         return scores if self.successors is None else self.successors.add_to(scores, items)
 
     @torch.inference_mode()
@@ -184,7 +199,7 @@ class Recommender:
                 ]
             )  # found by the index already, or not to be shown
             rows, hidden = np.concatenate([rows, extra], 1), np.concatenate([hidden, hidden_extra | (extra == 0)], 1)
-        scores = (self.table[torch.from_numpy(rows)] @ queries[:, :, None]).squeeze(-1)
+        scores = (self.table[torch.from_numpy(rows)].float() @ queries[:, :, None]).squeeze(-1)
         if self.successors is not None:
             scores += Successors.at(boosts, rows)
         return rows, scores.masked_fill(torch.from_numpy(hidden), float("-inf"))

@@ -16,12 +16,12 @@ from model import ann
 from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import Scorer, evaluate
-from model.export import ONNX_FILE, OnnxScores, compression_check, export_onnx, model_ms
+from model.export import ONNX_FILE, OnnxScores, compression_check, export_onnx, median_ms, model_ms
 from model.inference import Recommender
 from model.plots import save_curve
 from model.registry import Registry, not_worse
 from model.sasrec import ModelConfig, SASRec
-from model.scorer import recommender_scorer, sasrec_scorer
+from model.scorer import indexed_scorer, recommender_scorer, sasrec_scorer
 from model.successors import DIRECTORY as SUCCESSORS_DIRECTORY
 from model.successors import Successors, fit
 from model.train import TrainResult
@@ -53,7 +53,8 @@ def save_version(
     compressed: Path | None = None,
 ) -> str:
     """Register the trained model, with its successor counts and `compressed` (its exported form)
-    beside the weights."""
+    beside the weights; for a catalog served from an index, the index in both forms and their check
+    (`check_compressed_index`)."""
 
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
@@ -61,6 +62,7 @@ def save_version(
         if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # serving takes candidates from an index (model/ann.py)
             with torch.inference_mode():
                 metrics["ann"] = ann.build_index(result.model.eval().item_table().cpu().numpy(), directory)
+            metrics["compressed"] = check_compressed_index(result.model, data, successors, directory)
         if compressed is not None:
             shutil.copyfile(compressed, directory / compressed.name)
         write_json(
@@ -86,11 +88,36 @@ def check_compressed(model: SASRec, data: SequenceData, directory: Path) -> tupl
         ndcg = {}
         for name, form in (("float", None), ("onnx", onnx)):
             ndcg[name] = evaluate(recommender_scorer(Recommender(model, data.vocab, name, form), data), data)["ndcg@10"]
-        times = model_ms(model.scores, model), model_ms(onnx, model)
+        times = model_ms([model.scores, onnx], model)
     except Exception as err:
         log.warning("the compressed form could not be exported or checked (%r): serving float32", err)
         return None, {"format": "onnx", "passed": False, "error": repr(err)}
     return path, compression_check(ndcg["float"], ndcg["onnx"], *times)
+
+
+def check_compressed_index(model: SASRec, data: SequenceData, successors: Successors, directory: Path) -> dict:
+    """The index's half-precision form against its float32 one (both written in `directory`, model/ann.py)
+    on the served path: test NDCG@10 through each index, and model time of one request (the first
+    test users' histories, one at a time, their top-10). A check that fails to run is a failed
+    check: the version is registered and served in float32."""
+    served = successors if successors.weight else None  # as serving loads them (model/successors.py)
+    names = ("float32", ann.COMPRESSED)
+    try:
+        forms = [
+            Recommender(model, data.vocab, name, ann=ann.ItemIndex.open(directory, name), successors=served)
+            for name in names
+        ]
+        ndcg = [evaluate(indexed_scorer(form), data)["ndcg@10"] for form in forms]
+        _, inputs, events, gaps, _ = data.holdout("test")
+
+        def request(form: Recommender) -> Callable[[int], object]:
+            return lambda n: form.candidates(inputs[n : n + 1], events[n : n + 1], gaps[n : n + 1], [inputs[n]], 10)
+
+        times = median_ms([request(form) for form in forms], min(200, len(inputs)))
+    except Exception as err:
+        log.warning("the index's compressed form could not be checked (%r): serving float32", err)
+        return {"format": ann.COMPRESSED, "passed": False, "error": repr(err)}
+    return compression_check(*ndcg, *times, ann.COMPRESSED, ann.FORMS[ann.COMPRESSED].index)
 
 
 def evaluate_both_splits(scorer: Scorer, data: SequenceData) -> dict:
@@ -129,8 +156,8 @@ def train_and_register(
         serving = Recommender.load(registry.path(current), compressed=False)  # both judged in float32
         current_metrics = evaluate_both_splits(recommender_scorer(serving, data), data)
     with tempfile.TemporaryDirectory() as scratch:
-        if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # served from its index, never by the graph of whole-table scores
-            compressed, metrics["compressed"] = None, {"format": "onnx", "passed": False, "skipped": "item index"}
+        if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # served from its index: its check runs beside it (save_version)
+            compressed = None
         else:
             compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
         version = save_version(registry, result, data, model_cfg, train_cfg, metrics, successors, compressed)

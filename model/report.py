@@ -49,7 +49,9 @@ def evaluation_table(
     )
     current = registry.current()
     if current is not None:
-        recommender = Recommender.load(registry.path(current))
+        # float32, scored whole: what the registry's figures are (an index's compressed form is
+        # checked on its served path when registered)
+        recommender = Recommender.load(registry.path(current), compressed=False)
         metrics = registry.metrics(current)
         rows.append(
             {

@@ -157,7 +157,10 @@ class SASRec(nn.Module):
         real = items > 0  # [B, N]
         # position 1 is the newest token: recency means the same at every sequence length
         position = real.long().flip(1).cumsum(1).flip(1) * real  # [B, N]
-        x = table[items] * math.sqrt(self.cfg.dim) + self.position(position)
+        rows = table[items]
+        if rows.dtype == torch.float16:  # an index's compressed table (a no-op cast would enter the ONNX graph)
+            rows = rows.float()
+        x = rows * math.sqrt(self.cfg.dim) + self.position(position)
         if self.cfg.event_types:
             x = x + self.event(events)
         x = self.drop(x * real.unsqueeze(-1))

@@ -1,7 +1,8 @@
 """SASRec models as scorers for the evaluation harness (model/evaluate.py).
 
 `sasrec_scorer` scores a model that shares the data's vocabulary (one being trained);
-`recommender_scorer` scores a registered model, which has its own vocabulary."""
+`recommender_scorer` scores a registered model, which has its own vocabulary; `indexed_scorer`
+scores what a catalog served from an index (model/ann.py) shows."""
 
 from __future__ import annotations
 
@@ -43,5 +44,20 @@ def recommender_scorer(recommender: Recommender, data: SequenceData) -> Scorer:
         )
         scores = model_scores[:, gather]  # [B, V_data + 1]
         return scores.masked_fill(~known, float("-inf"))
+
+    return score
+
+
+def indexed_scorer(recommender: Recommender) -> Scorer:
+    """The served path of a recommender with an index, on its own vocabulary: the index's candidates
+    re-scored exactly, every other item -inf (the harness counts ties against the target, so a
+    target the index did not find is a miss)."""
+
+    @torch.inference_mode()
+    def score(inputs: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
+        rows, scores = recommender.candidates(inputs, events, gaps, list(inputs), 10)
+        out = torch.full((len(inputs), len(recommender.table)), float("-inf"))
+        # a row can come twice (from the index and from the successor counts): its finite copy counts
+        return out.scatter_reduce_(1, torch.from_numpy(rows), scores, "amax")
 
     return score

@@ -171,7 +171,8 @@ def test_batched_recommendations_equal_single_ones(trained):
 
 def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory_mapped_index(tmp_path, monkeypatch):
     """Thresholds lowered to a 60-item catalog: the index returns every item as a candidate, so the
-    served top-k must be the exact one, seen items and the padding row left out."""
+    served top-k must be the exact one, seen items and the padding row left out; the index's
+    half-precision form must give it to that precision, and is served when it passed its check."""
     monkeypatch.setattr(ann, "ANN_MIN_ITEMS", 50)
     monkeypatch.setattr(config, "FULL_SOFTMAX_MAX_ITEMS", 50)
     registry = Registry(tmp_path)
@@ -180,18 +181,42 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
     directory = registry.path(report.version)
     trained_with = json.loads((directory / "config.json").read_text())["train"]
     assert trained_with["negatives"] == config.SAMPLED_NEGATIVES
-    assert report.metrics["ann"]["items"] == 60 and (directory / ann.INDEX_FILE).stat().st_size > 0
-    served = Recommender.load(directory)
-    assert isinstance(served.ann.table, np.memmap) and served.onnx is None
-    assert report.metrics["compressed"] == {"format": "onnx", "passed": False, "skipped": "item index"}
+    assert report.metrics["ann"]["items"] == 60
+    for name, form in ann.FORMS.items():
+        assert np.load(directory / form.table, mmap_mode="r").dtype == form.dtype
+        assert report.metrics["ann"]["forms"][name]["bytes"] > (directory / form.index).stat().st_size > 0
+    forms, check = report.metrics["ann"]["forms"], report.metrics["compressed"]
+    assert forms["float16"]["bytes"] < forms["float32"]["bytes"]
+    assert (check["format"], check["file"]) == ("float16", ann.FORMS["float16"].index)
+    # the index finds all 60 items: through it, the test figure is the whole table's, to half precision
+    assert check["float_test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
+    assert check["test_ndcg@10"] == pytest.approx(check["float_test_ndcg@10"], rel=0.01)
+    assert Recommender.load(directory).form == ("float16" if check["passed"] else "float32")
+    served = Recommender.load(directory, compressed=False)
+    assert isinstance(served.ann.table, np.memmap) and served.onnx is None and served.form == "float32"
+    half = Recommender(
+        served.model, served.vocab, "half", ann=ann.ItemIndex.open(directory, "float16"), successors=served.successors
+    )
     exact = Recommender(served.model, served.vocab, "exact", successors=served.successors)  # every item scored
     histories = [[("i10", "view"), ("i11", "click")], [("i3", "view")] * 5, [("i40", "purchase")], [("nope", "view")]]
     excludes = [{"i12", "i13"}, set(), {f"i{n}" for n in range(0, 60, 2)}, set()]
+    every = [dict(top) for top in exact.recommend_batch(histories, 60, excludes)]
     for k in (5, 40):
         got, want = served.recommend_batch(histories, k, excludes), exact.recommend_batch(histories, k, excludes)
         assert [[i for i, _ in top] for top in got] == [[i for i, _ in top] for top in want]
         assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-4)
+        # half precision may swap items whose scores it cannot tell apart: what it picks scores the same
+        picked = [[every[h][i] for i, _ in top] for h, top in enumerate(half.recommend_batch(histories, k, excludes))]
+        assert picked == [pytest.approx([s for _, s in top], rel=1e-2, abs=1e-2) for top in want]
     assert len(got[2]) == 30 and got[3] == []  # only the 30 items not left out; nothing for an unknown history
+    # a failed check serves float32
+    metrics = json.loads((directory / "metrics.json").read_text())
+    (directory / "metrics.json").write_text(json.dumps(metrics | {"compressed": check | {"passed": False}}))
+    assert Recommender.load(directory).form == "float32"
+    (directory / "metrics.json").write_text(json.dumps(metrics | {"compressed": check | {"passed": True}}))
+    assert Recommender.load(directory).form == "float16"
+    (directory / ann.FORMS["float16"].index).write_bytes(b"not an index")
+    assert Recommender.load(directory).form == "float32"  # logged; the float32 index answers
     # fewer candidates than items: each history still gets the exact top-5 of what it may see,
     # whatever else is in the batch (the index is exact on 60 items)
     monkeypatch.setattr(inference, "CANDIDATES", 5)
@@ -203,6 +228,19 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
         [i for i, _ in served.recommend(h, 5, ex)] == [i for i, _ in top]
         for h, ex, top in zip(histories, excludes, got)
     )
+
+
+def test_an_index_whose_compressed_form_cannot_be_checked_is_registered_and_served_in_float32(tmp_path, monkeypatch):
+    monkeypatch.setattr(ann, "ANN_MIN_ITEMS", 50)
+    monkeypatch.setattr(config, "FULL_SOFTMAX_MAX_ITEMS", 50)
+    monkeypatch.setattr(lifecycle, "indexed_scorer", lambda form: (_ for _ in ()).throw(MemoryError("no room")))
+    registry = Registry(tmp_path)
+    report = train_and_register(
+        cyclic_data(users=120, items=60, length=12), registry, *preset("tiny", epochs=1), progress=False
+    )
+    assert report.metrics["compressed"] == {"format": "float16", "passed": False, "error": "MemoryError('no room')"}
+    assert registry.current() == report.version
+    assert Recommender.load(registry.path(report.version)).form == "float32"
 
 
 def test_what_the_index_did_not_find_is_the_padding_row():
