@@ -97,8 +97,10 @@ class ItemIndex:
 
     def candidates(self, queries: np.ndarray, count: int) -> np.ndarray:
         """[B, count] rows of the items the index finds best for each query (0, the padding row,
-        where it found fewer)."""
+        where it found fewer); every row when `count` covers the table (a search may miss a few)."""
         count = min(count, len(self.table) - 1)
+        if count == len(self.table) - 1:
+            return np.tile(np.arange(1, count + 1), (len(queries), 1))
         found = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), count, threads=1)
         # one query gives one result with only what it found; a batch pads each row past its count
         keys = np.asarray(found.keys, dtype=np.uint64).reshape(len(queries), -1)

@@ -64,7 +64,7 @@ def export_onnx(model: SASRec, path: Path) -> None:
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # the TorchScript exporter's notice that a newer one exists
         torch.onnx.export(
-            ScoreGraph(model),
+            ScoreGraph(model).eval(),  # the exporter puts the wrapper back in its mode, and the model with it
             args,
             str(path),
             input_names=["items", "events", "gaps", "table"],

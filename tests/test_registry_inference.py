@@ -7,7 +7,7 @@ import pytest
 from model import ann, config, inference, lifecycle, successors
 from model.config import preset
 from model.evaluate import evaluate
-from model.export import MAX_NDCG_LOSS, OnnxScores
+from model.export import MAX_NDCG_LOSS, OnnxScores, export_onnx
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
@@ -104,6 +104,15 @@ def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model
     assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-5)
 
 
+def test_exporting_leaves_the_model_in_inference_mode(trained, tmp_path):
+    """The compression check times the float model after the export: in training mode its dropout
+    would run, and the float form would look slower than it serves."""
+    registry, _, report = trained
+    model = Recommender.load(registry.path(report.version)).model
+    export_onnx(model, tmp_path / "scores.onnx")
+    assert not model.training
+
+
 def test_a_form_that_failed_its_check_or_cannot_load_is_served_in_float32(trained, tmp_path, monkeypatch):
     registry, data, report = trained
     directory = tmp_path / "version"
@@ -170,8 +179,8 @@ def test_batched_recommendations_equal_single_ones(trained):
 
 
 def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory_mapped_index(tmp_path, monkeypatch):
-    """Thresholds lowered to a 60-item catalog: the index returns every item as a candidate, so the
-    served top-k must be the exact one, seen items and the padding row left out; the index's
+    """Thresholds lowered to a 60-item catalog: the candidates asked for cover it, so every item is
+    one and the served top-k must be the exact one, seen items and the padding row left out; the
     half-precision form must give it to that precision, and is served when it passed its check."""
     monkeypatch.setattr(ann, "ANN_MIN_ITEMS", 50)
     monkeypatch.setattr(config, "FULL_SOFTMAX_MAX_ITEMS", 50)
@@ -188,7 +197,7 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
     forms, check = report.metrics["ann"]["forms"], report.metrics["compressed"]
     assert forms["float16"]["bytes"] < forms["float32"]["bytes"]
     assert (check["format"], check["file"]) == ("float16", ann.FORMS["float16"].index)
-    # the index finds all 60 items: through it, the test figure is the whole table's, to half precision
+    # every item a candidate: through the index, the test figure is the whole table's, to half precision
     assert check["float_test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
     assert check["test_ndcg@10"] == pytest.approx(check["float_test_ndcg@10"], rel=0.01)
     assert Recommender.load(directory).form == ("float16" if check["passed"] else "float32")
@@ -218,7 +227,7 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
     (directory / ann.FORMS["float16"].index).write_bytes(b"not an index")
     assert Recommender.load(directory).form == "float32"  # logged; the float32 index answers
     # fewer candidates than items: each history still gets the exact top-5 of what it may see,
-    # whatever else is in the batch (the index is exact on 60 items)
+    # whatever else is in the batch (the search widens to the whole table where it must)
     monkeypatch.setattr(inference, "CANDIDATES", 5)
     got = served.recommend_batch(histories, 5, excludes)
     assert [[i for i, _ in top] for top in got] == [
@@ -253,7 +262,9 @@ def test_what_the_index_did_not_find_is_the_padding_row():
     class Single:
         keys = np.array([3, 1], dtype=np.uint64)
 
-    table = np.zeros((4, 2), dtype=np.float32)
+    table = np.zeros((5, 2), dtype=np.float32)
     for found, want in ((Found, [[3, 1, 0], [2, 0, 0]]), (Single, [[3, 1, 0]])):
         index = ann.ItemIndex(table, type("Index", (), {"search": lambda self, *a, found=found, **k: found})())
         assert index.candidates(np.zeros((len(want), 2), dtype=np.float32), 3).tolist() == want
+        # asked for the whole table, it gives every row, not a search that may miss some
+        assert index.candidates(np.zeros((2, 2), dtype=np.float32), 9).tolist() == [[1, 2, 3, 4]] * 2
