@@ -193,6 +193,7 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
     assert report.metrics["ann"]["items"] == 60
     for name, form in ann.FORMS.items():
         assert np.load(directory / form.table, mmap_mode="r").dtype == form.dtype
+        assert ann.ItemIndex.open(directory, name).index.connectivity == form.connectivity
         assert report.metrics["ann"]["forms"][name]["bytes"] > (directory / form.index).stat().st_size > 0
     forms, check = report.metrics["ann"]["forms"], report.metrics["compressed"]
     assert forms["float16"]["bytes"] < forms["float32"]["bytes"]
