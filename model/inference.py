@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from model.ann import CANDIDATES, COMPRESSED, ItemIndex
+from model.ann import CANDIDATES, COMPRESSED, FULL, ItemIndex
 from model.data import Vocabulary, gap_bucket, pad_left
 from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
@@ -38,7 +38,7 @@ class Recommender:
     @property
     def form(self) -> str:
         if self.ann is not None:
-            return str(self.ann.table.dtype)  # float32, or float16 for an index's compressed form
+            return self.ann.form
         return "onnx" if self.onnx is not None else "float32"
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class Recommender:
                         "version %s: %s index not opened (%s); serving float32", version_dir.name, COMPRESSED, err
                     )
             if index is None:
-                index = ItemIndex.open(version_dir, "float32")
+                index = ItemIndex.open(version_dir, FULL)
             return cls(model, vocab, version_dir.name, ann=index, successors=successors)
         onnx = None
         if check.get("passed"):
@@ -135,7 +135,7 @@ class Recommender:
         x, e, g = self._inputs(items, events, gaps)
         if self.onnx is not None:
             scores = self.onnx(x, e, g, self.table)
-        else:  # a half-precision table (an index's compressed form) scores in float32, as its candidates do
+        else:  # an index's half-precision table, scored whole in float32 (a copy per call: evaluation only)
             scores = self.model.scores(x, e, g, self.table.float())
         return scores if self.successors is None else self.successors.add_to(scores, items)
 

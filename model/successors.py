@@ -141,9 +141,11 @@ class Successors:
 def served_successors(version_dir: Path) -> Successors | None:
     """The counts a registered version serves: none for one saved before them or whose weight is 0."""
     path = version_dir / DIRECTORY
-    if not path.exists():
-        return None
-    successors = Successors.load(path)
+    return as_served(Successors.load(path)) if path.exists() else None
+
+
+def as_served(successors: Successors) -> Successors | None:
+    """The counts as serving uses them: none when their weight is 0."""
     return successors if successors.weight else None
 
 

@@ -7,7 +7,7 @@ import pytest
 from model import ann, config, inference, lifecycle, successors
 from model.config import preset
 from model.evaluate import evaluate
-from model.export import MAX_NDCG_LOSS, OnnxScores, export_onnx
+from model.export import MAX_NDCG_LOSS, OnnxScores, compression_check, export_onnx
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
@@ -197,7 +197,8 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
         assert report.metrics["ann"]["forms"][name]["bytes"] > (directory / form.index).stat().st_size > 0
     forms, check = report.metrics["ann"]["forms"], report.metrics["compressed"]
     assert forms["float16"]["bytes"] < forms["float32"]["bytes"]
-    assert (check["format"], check["file"]) == ("float16", ann.FORMS["float16"].index)
+    form = ann.FORMS["float16"]
+    assert (check["format"], check["file"]) == ("float16", f"{form.table}, {form.index}")
     # every item a candidate: through the index, the test figure is the whole table's, to half precision
     assert check["float_test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
     assert check["test_ndcg@10"] == pytest.approx(check["float_test_ndcg@10"], rel=0.01)
@@ -225,8 +226,6 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
     assert Recommender.load(directory).form == "float32"
     (directory / "metrics.json").write_text(json.dumps(metrics | {"compressed": check | {"passed": True}}))
     assert Recommender.load(directory).form == "float16"
-    (directory / ann.FORMS["float16"].index).write_bytes(b"not an index")
-    assert Recommender.load(directory).form == "float32"  # logged; the float32 index answers
     # fewer candidates than items: each history still gets the exact top-5 of what it may see,
     # whatever else is in the batch (the search widens to the whole table where it must)
     monkeypatch.setattr(inference, "CANDIDATES", 5)
@@ -238,6 +237,23 @@ def test_a_large_catalog_trains_on_a_sampled_softmax_and_is_served_from_a_memory
         [i for i, _ in served.recommend(h, 5, ex)] == [i for i, _ in top]
         for h, ex, top in zip(histories, excludes, got)
     )
+    # the float16 graph searched: 5 items each history may be shown, but the unknown one's none
+    searched = half.recommend_batch(histories, 5, excludes)
+    assert [len(top) for top in searched] == [5, 5, 5, 0]
+    assert all(i not in ex for top, ex in zip(searched, excludes) for i, _ in top)
+    # a damaged or missing float16 index: logged, and the float32 one answers
+    (directory / ann.FORMS["float16"].index).write_bytes(b"not an index")
+    assert Recommender.load(directory).form == "float32"
+    (directory / ann.FORMS["float16"].index).unlink()
+    assert Recommender.load(directory).form == "float32"
+
+
+def test_an_index_form_may_be_slightly_slower_but_must_keep_the_ranking():
+    """Its point is its size: up to `slower_allowed` more model time passes, a bigger loss does not."""
+    assert compression_check(0.2, 0.2, 1.0, 1.05, "float16", "f", slower_allowed=0.1)["passed"]
+    assert not compression_check(0.2, 0.2, 1.0, 1.15, "float16", "f", slower_allowed=0.1)["passed"]
+    assert not compression_check(0.2, 0.2, 1.0, 1.05)["passed"]  # the ONNX form must be faster
+    assert not compression_check(0.2, 0.19, 1.0, 0.5, "float16", "f", slower_allowed=0.1)["passed"]
 
 
 def test_an_index_whose_compressed_form_cannot_be_checked_is_registered_and_served_in_float32(tmp_path, monkeypatch):
