@@ -198,7 +198,7 @@ def main() -> None:
     table.add_row(f"recall@10 of the served top-10 vs exact, {users:,} users", f"{hits:.3f}")
     table.add_row("model call, 1 user: index candidates + exact re-scoring", ms(ann_s))
     table.add_row("model call, 1 user: the whole table scored", ms(exact_s))
-    float_table = np.load(version / ann.FORMS["float32"].table, mmap_mode="r")
+    float_table = np.load(version / ann.FORMS[ann.FULL].table, mmap_mode="r")
     for library, built, found in compare_libraries(float_table, args.compare, args.queries):
         table.add_row(f"{library}, {args.compare:,} rows: build / recall@10", f"{built:.1f} s / {found:.3f}")
     del exact

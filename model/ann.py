@@ -4,11 +4,12 @@ A model scores an item by the dot product of the user's query vector with the it
 item table, so the best items are a maximum-inner-product search. For a catalog of at least
 `ANN_MIN_ITEMS` items, registering a version writes its item table (row 0 the padding) and a usearch
 HNSW index over it (inner product, keys = rows) in two forms: float32 (`item_table.npy`,
-`items.usearch`) and half precision with a sparser graph (`item_table.f16.npy`, `items.f16.usearch`,
-the compressed form, served when it passed its check at registration: model/lifecycle.py). Serving memory-maps
-one form's two files: every worker process of a host shares one copy in the page cache. A request
-takes the index's best `CANDIDATES` rows, scores them exactly against the table, and keeps the
-top-k of those it may show (the search is widened, rarely, when the user has seen too many of them).
+`items.usearch`) and half precision with a sparser graph (`item_table.f16.npy`,
+`items.f16.usearch`, the compressed form, served when it passed its check at registration:
+model/lifecycle.py). Serving memory-maps one form's two files: every worker process of a host
+shares one copy in the page cache. A request takes the index's best `CANDIDATES` rows, scores
+them exactly against the table, and keeps the top-k of those it may show (the search is widened,
+rarely, when the user has seen too many of them).
 
 usearch was chosen over hnswlib and faiss because its index can be served from a memory-mapped
 file (`view`); hnswlib and faiss's HNSW load a private copy into each process. Recall and build

@@ -135,7 +135,7 @@ class Recommender:
         x, e, g = self._inputs(items, events, gaps)
         if self.onnx is not None:
             scores = self.onnx(x, e, g, self.table)
-        else:  # an index's half-precision table, scored whole in float32 (a copy per call: evaluation only)
+        else:  # float() copies only an index's half-precision table (scored whole: evaluation only)
             scores = self.model.scores(x, e, g, self.table.float())
         return scores if self.successors is None else self.successors.add_to(scores, items)
 

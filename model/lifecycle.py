@@ -164,9 +164,8 @@ def train_and_register(
         serving = Recommender.load(registry.path(current), compressed=False)  # both judged in float32
         current_metrics = evaluate_both_splits(recommender_scorer(serving, data), data)
     with tempfile.TemporaryDirectory() as scratch:
-        if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # served from its index: its check runs beside it (save_version)
-            compressed = None
-        else:
+        compressed = None  # an index's compressed form is checked where the index is written (save_version)
+        if data.vocab.n_items < ann.ANN_MIN_ITEMS:
             compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
         version = save_version(registry, result, data, model_cfg, train_cfg, metrics, successors, compressed)
     promoted = not_worse(
