@@ -36,6 +36,7 @@ from rich.table import Table
 from bench.common import dbt, use_data_dir
 from flows.embed import embed_catalog
 from model.baselines import most_popular, tuned_ease
+from model.blends import fit_blends
 from model.cold_start import cold_start_table
 from model.config import alternatives, preset
 from model.data import load_marts
@@ -43,7 +44,6 @@ from model.evaluate import evaluate
 from model.replay import before_cut, transitions
 from model.report import REPLAY_COLUMNS, replay_cells, replay_table
 from model.scorer import sasrec_scorer
-from model.successors import fit
 from model.tuning import choose
 from rtrec.generate import ShopConfig, generate
 from rtrec.movielens import fetch_sample, import_movielens
@@ -126,11 +126,11 @@ def main() -> None:
                 choice = choose(data, default_settings(seed), progress=True)
                 choices.append(choice)
                 scorer = sasrec_scorer(choice.result.model, torch.device("cpu"))
-                successors, _ = fit(scorer, data)
+                blends = fit_blends(scorer, data)
                 alone.append(evaluate(scorer, data))
-                served.append(evaluate(successors.blend(scorer), data))
+                served.append(evaluate(blends.served(scorer), data))
                 seconds.append(choice.result.seconds)
-                chosen.append(json.dumps(choice.changes | {"successors": [successors.weight, successors.recent]}))
+                chosen.append(f"{json.dumps(choice.changes)}; {blends}")
                 console.print(
                     f"{label} seed {seed}: test NDCG@10 {served[-1]['ndcg@10']:.4f} as served, "
                     f"{alone[-1]['ndcg@10']:.4f} alone; tried {choice.tried}"

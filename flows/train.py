@@ -118,11 +118,12 @@ def publish(report: TrainReport) -> None:
         if report.promoted
         else "kept the current model: the new one is worse"
     )
-    blend = report.metrics.get("successors", {})
+    blend, ease = report.metrics.get("successors", {}), report.metrics.get("ease", {})
     served = (
         f" Figures are the model as served: with its successor counts blended (weight {blend['weight']:g}, "
-        f"recent {blend['recent']}); test NDCG@10 of the model alone "
-        f"{report.metrics['model_alone']['test_ndcg@10']:.4f}."
+        f"recent {blend['recent']})"
+        + (f" and EASE over the seen set (weight {ease['weight']:g}, l2 {ease['l2']:g})" if ease.get("weight") else "")
+        + f"; test NDCG@10 of the model alone {report.metrics['model_alone']['test_ndcg@10']:.4f}."
         if blend
         else ""
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from model.data import HOLDOUT_OFFSETS, SequenceData
@@ -31,12 +32,24 @@ def most_popular(data: SequenceData, split: str) -> Scorer:
     return lambda inputs, events, gaps: scores.expand(len(inputs), -1)
 
 
-def ease(data: SequenceData, split: str, l2: float) -> Scorer:
-    x = _interaction_matrix(training_inputs(data, split), data.vocab.n_items).double()
-    gram = x.T @ x + l2 * torch.eye(x.shape[1], dtype=torch.float64)
+def ease_weights(inputs: list[np.ndarray], n_items: int, l2: float) -> torch.Tensor:
+    """EASE's [V + 1, V + 1] item-to-item weights (zero diagonal; row and column 0, padding, zero)
+    fitted on the histories `inputs`; the Gram matrix is summed sparse, so the users' count costs no memory."""
+    n = n_items + 1
+    rows = np.repeat(np.arange(len(inputs)), [len(seq) for seq in inputs])
+    x = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(inputs) if inputs else rows)), shape=(len(inputs), n))
+    x.data[:] = 1.0  # an item seen twice is seen
+    gram = torch.from_numpy((x.T @ x).toarray())
+    gram[0], gram[:, 0] = 0.0, 0.0
+    gram.diagonal().add_(l2)
     p = torch.linalg.inv(gram)
     b = (-p / p.diagonal()).float()
     b.fill_diagonal_(0.0)
+    return b
+
+
+def ease(data: SequenceData, split: str, l2: float) -> Scorer:
+    b = ease_weights(training_inputs(data, split), data.vocab.n_items, l2)
     n = data.vocab.n_items
     return lambda inputs, events, gaps: _interaction_matrix(inputs, n) @ b
 

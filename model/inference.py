@@ -15,6 +15,7 @@ import torch
 
 from model.ann import CANDIDATES, COMPRESSED, FULL, ItemIndex
 from model.data import Vocabulary, gap_bucket, pad_left
+from model.ease import Ease
 from model.export import OnnxScores
 from model.sasrec import ModelConfig, SASRec
 from model.successors import Successors, served_successors
@@ -34,6 +35,7 @@ class Recommender:
     onnx: OnnxScores | None = None  # the compressed form (model/export.py): scores in place of the model when set
     ann: ItemIndex | None = None  # a large catalog's memory-mapped table and index (model/ann.py)
     successors: Successors | None = None  # counts blended into the scores (model/successors.py)
+    ease: Ease | None = None  # item-to-item weights over the whole seen set, blended after them (model/ease.py)
 
     @property
     def form(self) -> str:
@@ -103,14 +105,18 @@ class Recommender:
                     )
             if index is None:
                 index = ItemIndex.open(version_dir, FULL)
-            return cls(model, vocab, version_dir.name, ann=index, successors=successors)
+            return cls(model, vocab, version_dir.name, ann=index, successors=successors)  # no EASE this large
         onnx = None
         if check.get("passed"):
             try:
                 onnx = OnnxScores(version_dir / check["file"])
             except Exception as err:  # the float model still answers: the same top-k, only slower
                 log.warning("version %s: compressed form not loaded (%s); serving float32", version_dir.name, err)
-        return cls(model, vocab, version_dir.name, onnx, successors=successors)
+        return cls(model, vocab, version_dir.name, onnx, successors=successors, ease=Ease.load(version_dir))
+
+    def indices(self, item_ids: Iterable[str]) -> np.ndarray:
+        """The indices of the known items among `item_ids`."""
+        return np.array([self.index[i] for i in item_ids if i in self.index], dtype=np.int64)
 
     def encode_history(self, history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Item and event-type indices of the known items in `history` (unknown ids are skipped)."""
@@ -129,15 +135,24 @@ class Recommender:
         )
 
     @torch.inference_mode()
-    def scores(self, items: list[np.ndarray], events: list[np.ndarray], gaps: np.ndarray) -> torch.Tensor:
+    def scores(
+        self,
+        items: list[np.ndarray],
+        events: list[np.ndarray],
+        gaps: np.ndarray,
+        seen: list[np.ndarray] | None = None,
+    ) -> torch.Tensor:
         """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now, with
-        the version's successor counts blended in; padding column included."""
+        the version's blends added: the successor counts, and EASE over `seen` (each user's whole
+        seen set, indices; the history when None); padding column included."""
         x, e, g = self._inputs(items, events, gaps)
         if self.onnx is not None:
             scores = self.onnx(x, e, g, self.table)
         else:  # float() copies only an index's half-precision table (scored whole: evaluation only)
             scores = self.model.scores(x, e, g, self.table.float())
-        return scores if self.successors is None else self.successors.add_to(scores, items)
+        if self.successors is not None:
+            scores = self.successors.add_to(scores, items)
+        return scores if self.ease is None else self.ease.add_to(scores, items if seen is None else seen)
 
     @torch.inference_mode()
     def recommend_batch(
@@ -146,8 +161,10 @@ class Recommender:
         k: int = 10,
         excludes: Sequence[Iterable[str]] | None = None,
         idle_seconds: Sequence[float | None] | None = None,
+        seen: Sequence[Iterable[str] | None] | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Top-k per history; idle_seconds: time since each user's last event (None: unknown)."""
+        """Top-k per history; idle_seconds: time since each user's last event (None: unknown); seen:
+        every item each user has interacted with, which EASE reads (None: the history's items)."""
         encoded = [self.encode_history(h) for h in histories]
         known = [i for i, (items, _) in enumerate(encoded) if len(items)]
         out: list[list[tuple[str, float]]] = [[] for _ in histories]
@@ -157,7 +174,10 @@ class Recommender:
         inputs = [encoded[i][0] for i in known], [encoded[i][1] for i in known], gap_bucket(idle)
         banned = [[self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index] for i in known]
         if self.ann is None:  # every item is a candidate
-            rows, scores = None, self.scores(*inputs)
+            everything = None  # EASE reads each history's items where no seen set is given
+            if seen is not None and self.ease is not None:
+                everything = [items if seen[i] is None else self.indices(seen[i]) for i, items in zip(known, inputs[0])]
+            rows, scores = None, self.scores(*inputs, everything)
             scores[:, 0] = float("-inf")  # the padding column
             for row, leave_out in enumerate(banned):
                 scores[row, leave_out] = float("-inf")
@@ -210,5 +230,6 @@ class Recommender:
         k: int = 10,
         exclude: Iterable[str] = (),
         idle_seconds: float | None = None,
+        seen: Iterable[str] | None = None,
     ) -> list[tuple[str, float]]:
-        return self.recommend_batch([history], k, [exclude], [idle_seconds])[0]
+        return self.recommend_batch([history], k, [exclude], [idle_seconds], None if seen is None else [seen])[0]

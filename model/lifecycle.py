@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from model import ann
+from model.blends import Blends, fit_blends
 from model.config import TrainConfig
 from model.data import SequenceData
 from model.evaluate import Scorer, evaluate
@@ -24,7 +25,7 @@ from model.registry import Registry, not_worse
 from model.sasrec import ModelConfig, SASRec
 from model.scorer import indexed_scorer, recommender_scorer, sasrec_scorer
 from model.successors import DIRECTORY as SUCCESSORS_DIRECTORY
-from model.successors import Successors, as_served, fit
+from model.successors import Successors, as_served
 from model.train import TrainResult
 from model.tuning import Setting, checkpoint_of, choose
 from rtrec.landing import write_json
@@ -51,20 +52,22 @@ def save_version(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
     metrics: dict,
-    successors: Successors,
+    blends: Blends,
     compressed: Path | None = None,
 ) -> str:
-    """Register the trained model, with its successor counts and `compressed` (its exported form)
+    """Register the trained model, with its blends (successor counts, EASE) and `compressed` (its exported form)
     beside the weights; for a catalog served from an index, the index in both forms and their check
     (`check_compressed_index`)."""
 
     def write(directory: Path) -> None:
         torch.save(result.model.state_dict(), directory / "weights.pt")
-        successors.save(directory / SUCCESSORS_DIRECTORY)
+        blends.successors.save(directory / SUCCESSORS_DIRECTORY)
+        if blends.ease is not None:
+            blends.ease.save(directory)
         if data.vocab.n_items >= ann.ANN_MIN_ITEMS:  # serving takes candidates from an index (model/ann.py)
             with torch.inference_mode():
                 metrics["ann"] = ann.build_index(result.model.eval().item_table().cpu().numpy(), directory)
-            metrics["compressed"] = check_compressed_index(result.model, data, successors, directory)
+            metrics["compressed"] = check_compressed_index(result.model, data, blends.successors, directory)
         if compressed is not None:
             shutil.copyfile(compressed, directory / compressed.name)
         write_json(
@@ -150,10 +153,10 @@ def train_and_register(
     result, model_cfg, train_cfg = choice.result, choice.model_cfg, choice.train_cfg
     model = result.model.to("cpu")
     alone = sasrec_scorer(model, torch.device("cpu"))
-    successors, tried = fit(alone, data)
-    metrics = evaluate_both_splits(successors.blend(alone), data)  # the model as served
+    blends = fit_blends(alone, data)
+    metrics = evaluate_both_splits(blends.served(alone), data)  # the model as served
     metrics["model_alone"] = evaluate_both_splits(alone, data)
-    metrics["successors"] = {"weight": successors.weight, "recent": successors.recent, "tried": tried}
+    metrics |= blends.metrics()
     metrics["train_seconds"] = result.seconds
     metrics["epochs"] = len(result.history)
     metrics["settings_tried"] = choice.tried
@@ -167,7 +170,7 @@ def train_and_register(
         compressed = None  # an index's compressed form is checked where the index is written (save_version)
         if data.vocab.n_items < ann.ANN_MIN_ITEMS:
             compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
-        version = save_version(registry, result, data, model_cfg, train_cfg, metrics, successors, compressed)
+        version = save_version(registry, result, data, model_cfg, train_cfg, metrics, blends, compressed)
     promoted = not_worse(
         metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None
     )

@@ -11,13 +11,13 @@ from pathlib import Path
 import torch
 
 from model.baselines import most_popular, tuned_ease
+from model.blends import fit_blends
 from model.data import SequenceData
 from model.evaluate import evaluate
 from model.inference import Recommender
 from model.registry import Registry
 from model.replay import before_cut, popularity, replay, replay_cases, transitions
 from model.scorer import recommender_scorer, sasrec_scorer
-from model.successors import fit
 from model.tuning import Setting, choose
 
 
@@ -71,19 +71,19 @@ def evaluation_table(
 def replay_table(data: SequenceData, n: int, settings: Sequence[Setting], progress: bool = True) -> list[dict]:
     """Replay evaluation (model/replay.py) of MostPop, the item-to-item transition baseline and a
     SASRec trained on the data before the cut, the best of `settings` on validation as training
-    chooses it (model/tuning.py), alone and as served (model/successors.py): one row per model,
+    chooses it (model/tuning.py), alone and as served (model/blends.py): one row per model,
     with live and frozen metrics and their ratio."""
     before = before_cut(data, n)
     cases = replay_cases(data, n)
     result = choose(before, settings, progress=progress).result
     alone = sasrec_scorer(result.model, torch.device(result.device))
-    successors, _ = fit(alone, before)
-    served = f"SASRec as served (successors: weight {successors.weight:g}, recent {successors.recent})"
+    blends = fit_blends(alone, before)
+    served = f"SASRec as served ({blends})"
     scorers = {
         "MostPop": popularity(before),
         "item-to-item transitions": transitions(before),
         f"SASRec alone ({len(result.history)} epochs)": alone,
-        served: successors.blend(alone),
+        served: blends.served(alone),
     }
     return [{"model": name, **replay(scorer, cases)} for name, scorer in scorers.items()]
 

@@ -95,6 +95,10 @@ class UserState:
         pairs = [*zip(self.seen_items, self.seen_event_types), *zip(self.recent_items, self.recent_event_types)]
         return {item for item, event_type in pairs if event_type not in repeatable}
 
+    def seen(self) -> set[str]:
+        """Every item the user has interacted with (as far as the seen set keeps them)."""
+        return {*self.seen_items, *self.recent_items}
+
     def history(self) -> list[tuple[str, str]]:
         return list(zip(self.recent_items, self.recent_event_types))
 

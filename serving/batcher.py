@@ -20,7 +20,9 @@ from model.inference import Recommender
 @dataclass
 class _Waiting:
     recommender: Recommender
-    calls: list[tuple[list, int, Iterable[str], float | None, asyncio.Future]] = field(default_factory=list)
+    calls: list[tuple[list, int, Iterable[str], float | None, Iterable[str] | None, asyncio.Future]] = field(
+        default_factory=list
+    )
 
 
 class Batcher:
@@ -28,9 +30,15 @@ class Batcher:
         self.waiting: dict[int, _Waiting] = {}  # by id() of the model, held here until the flush
 
     async def recommend(
-        self, recommender: Recommender, history: list, k: int, exclude: Iterable[str], idle_seconds: float | None
+        self,
+        recommender: Recommender,
+        history: list,
+        k: int,
+        exclude: Iterable[str],
+        idle_seconds: float | None,
+        seen: Iterable[str] | None,
     ) -> list[tuple[str, float]]:
-        """`recommender.recommend(history, k, exclude, idle_seconds)`, batched with the other
+        """`recommender.recommend(history, k, exclude, idle_seconds, seen)`, batched with the other
         requests of this turn of the loop for the same model; raises what the batch raised."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -38,7 +46,7 @@ class Batcher:
         if waiting is None:
             waiting = self.waiting[id(recommender)] = _Waiting(recommender)
             loop.call_soon(self._flush, id(recommender))
-        waiting.calls.append((history, k, exclude, idle_seconds, future))
+        waiting.calls.append((history, k, exclude, idle_seconds, seen, future))
         return await future
 
     def _flush(self, key: int) -> None:
@@ -49,9 +57,8 @@ class Batcher:
 
     def _run(self, recommender: Recommender, calls: list) -> None:
         try:
-            results = recommender.recommend_batch(
-                [c[0] for c in calls], max(c[1] for c in calls), [c[2] for c in calls], [c[3] for c in calls]
-            )
+            histories, ks, excludes, idle, seen, _ = zip(*calls)
+            results = recommender.recommend_batch(histories, max(ks), excludes, idle, seen)
         except Exception as err:
             if len(calls) > 1:  # one request's failure is not the others': each is tried on its own
                 for call in calls:
@@ -61,5 +68,5 @@ class Batcher:
             failure.__cause__ = err
             calls[0][-1].set_exception(failure)
             return
-        for (_, k, _, _, future), result in zip(calls, results):
+        for (_, k, _, _, _, future), result in zip(calls, results):
             future.set_result(result[:k])

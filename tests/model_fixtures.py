@@ -6,19 +6,17 @@ import pandas as pd
 from model.data import build_vocabulary, sequences_from_frame
 
 
-def cyclic_frame(users=60, items=30, length=12, seed=0, step=1):
-    """Each user walks the catalog in steps of `step` from a random start: the next item is
-    fully determined by the last one, which popularity cannot know."""
-    rng = np.random.default_rng(seed)
+def interactions(sequences: list[list[int]]) -> pd.DataFrame:
+    """The training_interactions mart of one user per sequence of item numbers, a minute apart; the
+    last two are each user's validation and test targets."""
     rows = []
-    for u in range(users):
-        start = int(rng.integers(items))
-        for pos in range(length):
-            split = "test" if pos == length - 1 else "validation" if pos == length - 2 else "train"
+    for u, sequence in enumerate(sequences):
+        for pos, item in enumerate(sequence):
+            split = "test" if pos == len(sequence) - 1 else "validation" if pos == len(sequence) - 2 else "train"
             rows.append(
                 {
                     "user_id": f"u{u}",
-                    "item_id": f"i{(start + pos * step) % items}",
+                    "item_id": f"i{item}",
                     "event_type": "view",
                     "position": pos + 1,
                     "split": split,
@@ -28,8 +26,15 @@ def cyclic_frame(users=60, items=30, length=12, seed=0, step=1):
     return pd.DataFrame(rows)
 
 
-def cyclic_data(**kwargs):
-    frame = cyclic_frame(**kwargs)
+def cyclic_frame(users=60, items=30, length=12, seed=0, step=1):
+    """Each user walks the catalog in steps of `step` from a random start: the next item is
+    fully determined by the last one, which popularity cannot know."""
+    rng = np.random.default_rng(seed)
+    starts = [int(rng.integers(items)) for _ in range(users)]
+    return interactions([[(start + pos * step) % items for pos in range(length)] for start in starts])
+
+
+def data_from_frame(frame):
     items = sorted(frame["item_id"].unique(), key=lambda s: (len(s), s))
     categories = pd.DataFrame(
         {
@@ -39,3 +44,16 @@ def cyclic_data(**kwargs):
         }
     )
     return sequences_from_frame(frame, build_vocabulary(items, categories))
+
+
+def cyclic_data(**kwargs):
+    return data_from_frame(cyclic_frame(**kwargs))
+
+
+def taste_data(users=120, groups=3, per_group=50, length=40, seed=0):
+    """Each user sees `length` of their group's items in random order: what comes next is any of the
+    group's items not seen yet, which the whole seen set tells better than the last few items."""
+    rng = np.random.default_rng(seed)
+    return data_from_frame(
+        interactions([(u % groups * per_group + rng.permutation(per_group)[:length]).tolist() for u in range(users)])
+    )

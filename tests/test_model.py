@@ -152,6 +152,20 @@ def test_long_histories_are_cut_into_windows_so_every_interaction_is_a_target():
     assert len(training_windows(data, max_len=5, all_windows=False)[0]) == 1
 
 
+def test_every_target_of_a_long_history_is_predicted_with_half_a_window_in_view():
+    data = cyclic_data(users=1, items=1000, length=40)  # distinct items: a target's place in its window is known
+    inputs, _, targets, _ = training_windows(data, max_len=10)
+    in_view = [
+        (int(wanted[position]), int((window[: position + 1] > 0).sum()))
+        for window, wanted in zip(inputs, targets)
+        for position in np.flatnonzero(wanted)
+    ]
+    seen_before = dict(in_view)
+    sequence = data.items[0][1:-2]
+    assert sorted(item for item, _ in in_view) == sorted(sequence.tolist())  # each once: no window repeats a target
+    assert all(seen_before[item] >= min(5, place + 1) for place, item in enumerate(sequence.tolist()))
+
+
 def test_model_learns_a_sequential_pattern_popularity_cannot_see():
     data = cyclic_data(users=120, items=60, length=12)
     model_cfg, train_cfg = preset("tiny", epochs=30, patience=30, lr=5e-3)

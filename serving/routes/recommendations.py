@@ -43,7 +43,8 @@ async def ranked(
     if recommender is None or not user.known:
         return []
     idle = (datetime.now(UTC) - user.last_event_ts).total_seconds() if user.last_event_ts else None
-    candidates = await batcher.recommend(recommender, user.history(), k + 20, have, idle)
+    seen = user.seen() if recommender.ease is not None else None  # only EASE reads the whole seen set
+    candidates = await batcher.recommend(recommender, user.history(), k + 20, have, idle, seen)
     return [(i, s) for i, s in candidates if not shelf.sellable or i in shelf.sellable][:k]
 
 
