@@ -37,7 +37,7 @@ def ease_weights(inputs: list[np.ndarray], n_items: int, l2: float) -> torch.Ten
     fitted on the histories `inputs`; the Gram matrix is summed sparse, so the users' count costs no memory."""
     n = n_items + 1
     rows = np.repeat(np.arange(len(inputs)), [len(seq) for seq in inputs])
-    x = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(inputs) if inputs else rows)), shape=(len(inputs), n))
+    x = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(inputs))), shape=(len(inputs), n))
     x.data[:] = 1.0  # an item seen twice is seen
     gram = torch.from_numpy((x.T @ x).toarray())
     gram[0], gram[:, 0] = 0.0, 0.0

@@ -40,7 +40,7 @@ class Ease:
     weight: float
     l2: float
 
-    def add_to(self, scores: torch.Tensor, seen: Sequence[np.ndarray]) -> torch.Tensor:
+    def add_to(self, scores: torch.Tensor, seen: Sequence[Sequence[int]]) -> torch.Tensor:
         """`scores` [B, >= V + 1] with each user's sum of the weights from the items of `seen` (item
         indices) added in place, times `weight`; items past the weights (added after training) give
         and get nothing."""
@@ -80,13 +80,13 @@ def fit(scorer: Scorer, data: SequenceData) -> tuple[Ease | None, list[dict]]:
         return None, []
     judged = data.sample_users(FIT_USERS, seed=0)
     inputs = training_inputs(data, "validation")
-    tried = [{"l2": None, "weight": 0.0, "validation_ndcg@10": evaluate(scorer, judged, "validation")["ndcg@10"]}]
-    best = None
+    best_ndcg = evaluate(scorer, judged, "validation")["ndcg@10"]
+    tried, best = [{"l2": None, "weight": 0.0, "validation_ndcg@10": best_ndcg}], None
     for l2 in L2S:
         weights = ease_weights(inputs, data.vocab.n_items, l2).numpy()
         for weight in WEIGHTS[1:]:
             ndcg = evaluate(Ease(weights, weight, l2).blend(scorer), judged, "validation")["ndcg@10"]
             tried.append({"l2": l2, "weight": weight, "validation_ndcg@10": ndcg})
-            if ndcg > max(t["validation_ndcg@10"] for t in tried[:-1]):  # the first best is kept
-                best = Ease(weights, weight, l2)
+            if ndcg > best_ndcg:  # strictly: the first best is kept
+                best, best_ndcg = Ease(weights, weight, l2), ndcg
     return best, tried

@@ -114,9 +114,9 @@ class Recommender:
                 log.warning("version %s: compressed form not loaded (%s); serving float32", version_dir.name, err)
         return cls(model, vocab, version_dir.name, onnx, successors=successors, ease=Ease.load(version_dir))
 
-    def indices(self, item_ids: Iterable[str]) -> np.ndarray:
+    def indices(self, item_ids: Iterable[str]) -> list[int]:
         """The indices of the known items among `item_ids`."""
-        return np.array([self.index[i] for i in item_ids if i in self.index], dtype=np.int64)
+        return [self.index[i] for i in item_ids if i in self.index]
 
     def encode_history(self, history: Sequence[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Item and event-type indices of the known items in `history` (unknown ids are skipped)."""
@@ -140,7 +140,7 @@ class Recommender:
         items: list[np.ndarray],
         events: list[np.ndarray],
         gaps: np.ndarray,
-        seen: list[np.ndarray] | None = None,
+        seen: list[Sequence[int]] | None = None,
     ) -> torch.Tensor:
         """[B, V + 1] scores after each (index-encoded) history, given the gap bucket to now, with
         the version's blends added: the successor counts, and EASE over `seen` (each user's whole
@@ -172,7 +172,7 @@ class Recommender:
             return out  # nothing known about these users: the caller's cold-start path answers
         idle = [np.nan if idle_seconds is None or idle_seconds[i] is None else idle_seconds[i] for i in known]
         inputs = [encoded[i][0] for i in known], [encoded[i][1] for i in known], gap_bucket(idle)
-        banned = [[self.index[x] for x in (excludes[i] if excludes else ()) if x in self.index] for i in known]
+        banned = [self.indices(excludes[i]) if excludes else [] for i in known]
         if self.ann is None:  # every item is a candidate
             everything = None  # EASE reads each history's items where no seen set is given
             if seen is not None and self.ease is not None:
