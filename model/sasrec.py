@@ -42,6 +42,30 @@ class ModelConfig:
         return asdict(self)
 
 
+class Dropout(nn.Module):
+    """nn.Dropout with its mask drawn on CPU as 15-bit integers. There torch's own dropout draws a
+    Bernoulli per element and took a third of a training step; this one, forward and backward,
+    takes less than half its time (an epoch on MovieLens: 3.1 -> 2.6 s), and the share dropped is
+    `p` to within 1/65,536. On a GPU torch's fused kernel is used as it is."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.p = p
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if not x.is_cpu:
+            return F.dropout(x, self.p, training=True)
+        keep = torch.empty_like(x, dtype=torch.int16).random_() >= round(self.p * 32_768)  # random_: [0, 32,767]
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))  # the mask scaled in place: one product with x
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -53,10 +77,10 @@ class Block(nn.Module):
         self.ff = nn.Sequential(
             nn.Linear(cfg.dim, cfg.ff_mult * cfg.dim),
             nn.GELU(),
-            nn.Dropout(cfg.dropout),
+            Dropout(cfg.dropout),
             nn.Linear(cfg.ff_mult * cfg.dim, cfg.dim),
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, newest_only: bool = False) -> torch.Tensor:
         """[B, N, D] -> [B, N, D]; with `newest_only`, [B, 1, D]: the newest position's state alone
@@ -101,7 +125,7 @@ class SASRec(nn.Module):
             self.content = nn.Linear(CONTENT_DIM, cfg.dim, bias=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         torch._assert(len(item_category) == n_items + 1, "item_category covers padding + every item")
         nn.init.normal_(self.item.weight, std=cfg.dim**-0.5)
         for emb in (self.category, self.price, self.event, self.position, self.gap):

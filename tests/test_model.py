@@ -11,7 +11,7 @@ from model.evaluate import evaluate
 from model.metrics import mask_items, rank_metrics, ranks
 from model.replay import before_cut, popularity, replay, replay_cases, transitions
 from model.report import replay_table
-from model.sasrec import ModelConfig, SASRec
+from model.sasrec import Dropout, ModelConfig, SASRec
 from model.scorer import sasrec_scorer
 from model.train import train
 from model.windows import training_windows
@@ -69,6 +69,24 @@ def test_the_newest_state_alone_is_the_full_encoders_last_state():
     torch.testing.assert_close(
         model.scores(items, events, gaps), model.query(newest[:, 0], gaps) @ model.item_table().T
     )
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_zeroes_its_share_scales_the_rest_and_is_the_identity_in_evaluation(p):
+    torch.manual_seed(0)
+    dropout = Dropout(p)
+    x = (torch.rand(400, 500) + 0.5).requires_grad_()
+    y = dropout(x)
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - p) < 0.005
+    torch.testing.assert_close(y[~dropped], x[~dropped] / (1 - p))
+    y.sum().backward()  # the gradient reaches the kept elements only, scaled alike
+    torch.testing.assert_close(x.grad, (~dropped).float() / (1 - p))
+    assert not torch.equal(dropout(x), y)  # a fresh mask per call
+    assert dropout.eval()(x) is x
+    model = tiny_model(dropout=0.2)  # per block (2): inside the feed-forward, and on both residual branches; the input
+    assert sum(isinstance(m, Dropout) for m in model.modules()) == 2 * 2 + 1
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
 
 
 def test_full_softmax_loss_is_cross_entropy_over_the_catalog_at_every_position():
