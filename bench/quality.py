@@ -76,6 +76,19 @@ def mean_and_error(values: list[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
+def spread(seconds: list[float]) -> str:
+    """The median and, over several seeds, the range."""
+    median = f"{np.median(seconds):.0f}"
+    return median if len(seconds) == 1 else f"{median} ({min(seconds):.0f}-{max(seconds):.0f})"
+
+
+def per_seed(seeds: list[int], chosen: list[str]) -> str:
+    """What each seed chose, once when they all chose the same."""
+    if len(set(chosen)) == 1:
+        return chosen[0] if len(chosen) == 1 else f"every seed: {chosen[0]}"
+    return "; ".join(f"seed {seed}: {choice}" for seed, choice in zip(seeds, chosen))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=["generated", "movielens"])
@@ -141,7 +154,7 @@ def main() -> None:
                     mean, error = mean_and_error([m[key] for m in per_seed])
                     cells.append(f"{mean:.4f} ± {error:.4f}")
                 ndcg = float(np.mean([m["ndcg@10"] for m in per_seed]))
-                table.add_row(label, model, *cells, share(ndcg), f"{np.median(seconds):.0f}", ", ".join(chosen))
+                table.add_row(label, model, *cells, share(ndcg), spread(seconds), per_seed(args.seeds, chosen))
             if oracle:
                 table.add_row(label, "oracle ceiling", *[f"{oracle[k]:.4f}" for k in METRICS], "100%", "-", "")
             if args.replay:
