@@ -73,7 +73,8 @@ def train_distributed(processes: int, preset_name: str, epochs: int | None, devi
                     tail = [*tail[-40:], output.rstrip()]
             failed = run.wait() != 0
         finally:
-            stop_tree(run.pid)
+            if run.poll() is None:  # left early (an error, an interrupt): torchrun and its ranks still run
+                stop_tree(run.pid)
         if failed:
             raise RuntimeError(f"torchrun with {processes} processes failed:\n" + "\n".join(tail))
         report = json.loads(report_path.read_text())
