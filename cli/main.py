@@ -17,6 +17,7 @@ app = typer.Typer(help="rtrec: real-time personalized recommendations.", no_args
 import_app = typer.Typer(help="Import a public data set into the landing zone.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 console = Console()
+WORKER_HEALTHCHECK_SECONDS = 30  # how long `serve` lets a worker take to answer its supervisor's ping
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -374,6 +375,9 @@ def serve(
         port=port or settings.api_port,
         workers=workers,
         log_level="warning",
+        # uvicorn kills a worker that misses a 5 s ping, and its requests in flight with it; one loading
+        # a new model on a loaded host can miss that while healthy
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
 
 

@@ -57,9 +57,15 @@ class Server:
             return
         self.stopped = True
         exited = self.proc.poll()
-        with contextlib.suppress(ProcessLookupError):  # its workers may outlive it
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(30)
-        log = self.stderr()
-        os.unlink(self.log_path)
+        try:
+            with contextlib.suppress(ProcessLookupError):  # its workers may outlive it
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+            log = self.stderr()
+        finally:
+            os.unlink(self.log_path)
         assert exited is None, f"the server had exited on its own (status {exited}):\n{log[-5000:]}"

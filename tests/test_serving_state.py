@@ -13,6 +13,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -100,6 +101,28 @@ def launch_redis(port):
         except redis.ConnectionError:
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
+
+
+def test_a_worker_stalled_for_seconds_is_not_restarted(tmp_path, monkeypatch):
+    """A worker busy for a few seconds (a model loading on a loaded host) is waited for: uvicorn's
+    default would kill it after 5 s without an answer to a ping, and its requests in flight with it."""
+    server = Server(make_site(tmp_path, monkeypatch), workers=2)
+    try:
+
+        def workers():  # the supervisor's children, less multiprocessing's resource tracker
+            return {p.pid for p in psutil.Process(server.proc.pid).children() if "spawn_main" in " ".join(p.cmdline())}
+
+        before = workers()
+        assert len(before) == 2
+        stalled = min(before)
+        os.kill(stalled, signal.SIGSTOP)
+        time.sleep(8)  # the supervisor pings every 0.5 s
+        os.kill(stalled, signal.SIGCONT)
+        time.sleep(1)
+        assert workers() == before, "the stalled worker was restarted"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        server.kill()
 
 
 def test_a_hung_redis_costs_one_fast_failure_and_recovers_without_a_restart(tmp_path, monkeypatch):
