@@ -75,6 +75,7 @@ def train_distributed(processes: int, preset_name: str, epochs: int | None, devi
         finally:
             if run.poll() is None:  # left early (an error, an interrupt): torchrun and its ranks still run
                 stop_tree(run.pid)
+                run.wait()
         if failed:
             raise RuntimeError(f"torchrun with {processes} processes failed:\n" + "\n".join(tail))
         report = json.loads(report_path.read_text())

@@ -1,6 +1,7 @@
 """Training under torchrun with 2 CPU processes (gloo): the train flow starts it when
 RTREC_TRAIN_PROCESSES=2; the same optimizer steps and validation quality as one process, the
-registry gate, and a run SIGKILLed mid-training that resumes from its checkpoint."""
+registry gate, a run SIGKILLed mid-training that resumes from its checkpoint, and a train step that
+fails mid-run taking torchrun and its ranks with it."""
 
 import json
 import signal
@@ -11,7 +12,9 @@ import numpy as np
 import psutil
 import pytest
 
+import flows.train
 from flows.train import train as train_flow
+from flows.train import train_distributed
 from model.config import preset
 from model.data import load_marts
 from model.distributed import EPOCH_LINE, command
@@ -80,6 +83,18 @@ def test_a_distributed_run_killed_mid_training_resumes_from_its_checkpoint(marts
     assert epochs and epochs[0] > 0  # it went on from the checkpoint
     history = json.loads(report.read_text())["history"]
     assert [h["epoch"] for h in history] == list(range(epochs[-1] + 1))  # every epoch once, in order
+
+
+def test_a_train_step_that_fails_mid_run_leaves_no_torchrun_or_rank_behind(marts, monkeypatch):
+    def fail(record):
+        raise RuntimeError("the step failed")
+
+    monkeypatch.setattr(flows.train, "log_epoch", fail)  # raised by the flow on torchrun's first epoch line
+    with pytest.raises(RuntimeError, match="the step failed"):
+        train_distributed(2, "cpu", LONG_RUN, "cpu")  # its alternatives too: long after the failure
+    ours = [p for p in psutil.process_iter(["cmdline"]) if str(marts) in " ".join(p.info["cmdline"] or [])]
+    _, alive = psutil.wait_procs(ours, timeout=3)  # SIGKILLed: gone at once; the run alone would go on
+    assert not alive, [p.info["cmdline"] for p in alive]
 
 
 def test_a_distributed_run_keeps_to_its_time_budget(marts, tmp_path):
