@@ -374,7 +374,9 @@ def serve(
         host=bind,
         port=port or settings.api_port,
         workers=workers,
-        log_level="warning",
+        # startup, shutdown and a worker's death and replacement; no access log (paths hold user ids)
+        log_level="info",
+        access_log=False,
         # uvicorn kills a worker that misses a 5 s ping, and its requests in flight with it; one loading
         # a new model on a loaded host can miss that while healthy
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,

@@ -2,6 +2,7 @@
 POSTs, a Redis that stops answering, a registry pointing at a missing or damaged model, a catalog
 that appears after startup, a power loss in the registry, and user ids kept out of logs and metrics."""
 
+import contextlib
 import json
 import logging
 import os
@@ -103,14 +104,19 @@ def launch_redis(port):
             time.sleep(0.05)
 
 
-def test_a_worker_stalled_for_seconds_is_not_restarted(tmp_path, monkeypatch):
+def test_a_worker_stalled_for_seconds_is_waited_for_and_a_dead_one_replaced(tmp_path, monkeypatch):
     """A worker busy for a few seconds (a model loading on a loaded host) is waited for: uvicorn's
     default would kill it after 5 s without an answer to a ping, and its requests in flight with it."""
     server = Server(make_site(tmp_path, monkeypatch), workers=2)
     try:
 
         def workers():  # the supervisor's children, less multiprocessing's resource tracker
-            return {p.pid for p in psutil.Process(server.proc.pid).children() if "spawn_main" in " ".join(p.cmdline())}
+            found = set()
+            for child in psutil.Process(server.proc.pid).children():
+                with contextlib.suppress(psutil.Error):  # one just dead is a zombie until the supervisor reaps it
+                    if "spawn_main" in " ".join(child.cmdline()):
+                        found.add(child.pid)
+            return found
 
         before = workers()
         assert len(before) == 2
@@ -121,6 +127,11 @@ def test_a_worker_stalled_for_seconds_is_not_restarted(tmp_path, monkeypatch):
         time.sleep(1)
         assert workers() == before, "the stalled worker was restarted"
         assert httpx.get(f"{server.url}/healthz").status_code == 200
+        # one that dies is replaced, and the log says so
+        os.kill(stalled, signal.SIGKILL)
+        settle(lambda: len(workers() - {stalled}) == 2, 60)
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert f"Child process [{stalled}] died" in server.stderr()
     finally:
         server.kill()
 
