@@ -1,6 +1,7 @@
 """Serving under faults, over real HTTP (`rtrec serve`, 2 workers) and in process: a DELETE racing
-POSTs, a worker that stalls or dies, a Redis that stops answering, a registry pointing at a missing or damaged model, a catalog
-that appears after startup, a power loss in the registry, and user ids kept out of logs and metrics."""
+POSTs, a worker that stalls or dies, a Redis that stops answering, a registry pointing at a missing
+or damaged model, a catalog that appears after startup, a power loss in the registry, and user ids
+kept out of logs and metrics."""
 
 import contextlib
 import json
