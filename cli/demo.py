@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -17,18 +18,26 @@ from rich.table import Table
 from rtrec.settings import Settings
 
 
-def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str]:
+def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Path]:
+    """`rtrec serve` with 2 workers, its log in a file (it would interleave with the demo's tables)."""
     url = f"http://{settings.api_host}:{port}"
     rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
-    proc = subprocess.Popen([rtrec, "serve", "--port", str(port), "--workers", "2"])
+    settings.logs_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.logs_dir / "api.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [rtrec, "serve", "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT
+        )
     for _ in range(300):
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+                return proc, url, log
         except httpx.TransportError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError("the API did not start")
+    raise RuntimeError(f"the API did not start; its log, {log}, ends:\n{log.read_text(errors='replace')[-2000:]}")
 
 
 def show(console: Console, title: str, body: dict, category_of: dict[str, str]) -> None:
@@ -40,7 +49,7 @@ def show(console: Console, title: str, body: dict, category_of: dict[str, str]) 
 
 def run_demo(settings: Settings, port: int | None, console: Console) -> None:
     port = port or settings.api_port
-    proc, url = start_api(settings, port)
+    proc, url, log = start_api(settings, port)
     items = pq.read_table(settings.marts_dir / "item_features.parquet").to_pandas()
     category_of = dict(zip(items.item_id, items.category))
     users = pq.read_table(settings.marts_dir / "user_features.parquet").to_pandas()
@@ -61,7 +70,7 @@ def run_demo(settings: Settings, port: int | None, console: Console) -> None:
     show(console, f"{user}: after the feedback", after, category_of)
     share = lambda body: sum(category_of.get(i["item_id"]) == category for i in body["items"])  # noqa: E731
     console.print(f"'{category}' items in {user}'s top-10: {share(before)} before, {share(after)} after")
-    console.print(f"\nAPI running at {url} (docs: {url}/docs); Ctrl-C stops it.")
+    console.print(f"\nAPI running at {url} (docs: {url}/docs; log: {log}); Ctrl-C stops it.", soft_wrap=True)
     if settings.api_token:
         console.print("The page sends clicks with a bearer token: paste RTREC_API_TOKEN into its token field.")
     query = urlencode({"users": ",".join(active), "user": user}, safe=",")

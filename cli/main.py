@@ -416,7 +416,7 @@ def pipeline(
     from flows.nightly import nightly
     from flows.progress import compact_console
 
-    with compact_console(get_settings().data_dir / "logs", console) as log_path:
+    with compact_console(get_settings().logs_dir, console) as log_path:
         try:
             results = nightly(preset_name=preset, epochs=epochs, device=device)
         finally:

@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         return self.data_dir / "prometheus"
 
     @property
+    def logs_dir(self) -> Path:
+        """The full logs of `rtrec pipeline` runs, and the demo's API log."""
+        return self.data_dir / "logs"
+
+    @property
     def experiments_dir(self) -> Path:
         """The running experiment, every start and stop, and the lists served while one ran."""
         return self.data_dir / "experiments"
