@@ -21,9 +21,16 @@ from rtrec.settings import Settings
 def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Path]:
     """`rtrec serve` with 2 workers, its log in a file (it would interleave with the demo's tables)."""
     url = f"http://{settings.api_host}:{port}"
+    try:  # a server there already (an earlier demo's, say) would answer in place of this one
+        httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.TransportError:
+        pass
+    else:
+        raise RuntimeError(f"{url} already answers: stop that server or pass --port")
     rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     log = settings.logs_dir / "api.log"
+    start = log.stat().st_size if log.exists() else 0  # the log is appended to, run after run
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [rtrec, "serve", "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT
@@ -37,7 +44,9 @@ def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Pat
                 break
             time.sleep(0.2)
     proc.terminate()
-    raise RuntimeError(f"the API did not start; its log, {log}, ends:\n{log.read_text(errors='replace')[-2000:]}")
+    ended = f"exited with status {proc.returncode}" if proc.poll() is not None else "did not answer in time"
+    tail = log.read_bytes()[start:].decode(errors="replace")[-2000:]
+    raise RuntimeError(f"the API {ended}; its log, {log}, ends:\n{tail}")
 
 
 def show(console: Console, title: str, body: dict, category_of: dict[str, str]) -> None:
@@ -76,7 +85,8 @@ def run_demo(settings: Settings, port: int | None, console: Console) -> None:
     query = urlencode({"users": ",".join(active), "user": user}, safe=",")
     console.print(f"Storefront page: {url}/demo?{query}", soft_wrap=True)
     try:
-        proc.wait()
+        if proc.wait() != 0:
+            console.print(f"[red]the API exited (status {proc.returncode}); see {log}[/red]", soft_wrap=True)
     except KeyboardInterrupt:
         proc.terminate()
         proc.wait(10)

@@ -446,7 +446,10 @@ def demo(
 
     generate()
     pipeline(preset="cpu", epochs=epochs, device="auto")
-    run_demo(get_settings(), port, console)
+    try:
+        run_demo(get_settings(), port, console)
+    except RuntimeError as err:  # the API did not start
+        raise _fail(err) from err
 
 
 @app.command()

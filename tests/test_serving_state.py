@@ -20,10 +20,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from cli.demo import start_api
 from model.registry import Registry
 from rtrec import redis_server
 from rtrec.feature_store import open_store
 from rtrec.online_state import UserLocks, read_online
+from rtrec.redis_server import free_port
 from rtrec.settings import get_settings
 from serving.app import create_app
 from serving.catalog import Catalog
@@ -135,6 +137,20 @@ def test_a_worker_stalled_for_seconds_is_waited_for_and_a_dead_one_replaced(tmp_
         assert f"Child process [{stalled}] died" in server.stderr()
     finally:
         server.kill()
+
+
+def test_the_demos_api_logs_to_a_file_and_does_not_start_beside_a_server_on_its_port(tmp_path, monkeypatch):
+    make_site(tmp_path, monkeypatch)
+    settings = get_settings()
+    proc, url, log = start_api(settings, free_port())
+    try:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert f"Uvicorn running on {url}" in log.read_text()  # in the file, not on the demo's screen
+        with pytest.raises(RuntimeError, match="already answers"):
+            start_api(settings, int(url.rsplit(":", 1)[1]))
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_a_hung_redis_costs_one_fast_failure_and_recovers_without_a_restart(tmp_path, monkeypatch):
