@@ -60,27 +60,19 @@ def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, ep
 
 
 def start_api(env: dict, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
-    """`rtrec serve` on `port` with `env` (its own process group), once /healthz answers; its
-    output goes to `log`, whose end is raised with the error when it exits instead."""
-    import httpx
+    """`rtrec serve` on loopback `port` with `env`, in its own process group (benches stop it with
+    everything it started), once /healthz answers; its output goes to `log` (cli/demo.py)."""
+    from cli.demo import serve_in_background
 
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("rtrec")), "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
-            start_new_session=True,
-            stdout=out,
-            stderr=out,
-        )
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"the API exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError("the API did not start")
+    return serve_in_background("127.0.0.1", port, log, workers, env=env, new_session=True)
+
+
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (0 for a single value)."""
+    import numpy as np
+
+    values = np.asarray(values)
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def percentiles(samples_s: list[float]) -> dict[str, float]:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from bench.common import mean_and_error
 from model.blends import fit_blends
 from model.config import alternatives, preset
 from model.data import SequenceData, load_marts
@@ -90,11 +91,10 @@ def main() -> None:
     for name in args.presets:
         runs = [r for r in results if r["preset"] == name]
         for form in ("served", "alone"):
-            ndcg = [r[form]["ndcg@10"] for r in runs]
-            hr = [r[form]["hr@10"] for r in runs]
-            spread = f" ± {statistics.stdev(ndcg) / len(ndcg) ** 0.5:.4f}" if len(ndcg) > 1 else ""
+            ndcg, error = mean_and_error([r[form]["ndcg@10"] for r in runs])
+            hr, _ = mean_and_error([r[form]["hr@10"] for r in runs])
             print(
-                f"{name} {form}: NDCG@10 {statistics.mean(ndcg):.4f}{spread}, HR@10 {statistics.mean(hr):.4f} "
+                f"{name} {form}: NDCG@10 {ndcg:.4f} ± {error:.4f}, HR@10 {hr:.4f} "
                 f"over {len(runs)} seed(s); median {statistics.median(r['seconds'] for r in runs):.0f} s"
             )
 

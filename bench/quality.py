@@ -33,7 +33,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import dbt, use_data_dir
+from bench.common import dbt, mean_and_error, use_data_dir
 from flows.embed import embed_catalog
 from model.baselines import most_popular, tuned_ease
 from model.blends import fit_blends
@@ -68,12 +68,6 @@ def default_settings(seed: int) -> list:
     """The train flow's settings (its preset, then the alternatives), for one seed."""
     overrides = {"seed": seed, "budget_seconds": get_settings().train_budget_seconds}
     return [preset("cpu", **overrides), *alternatives("cpu", **overrides)]
-
-
-def mean_and_error(values: list[float]) -> tuple[float, float]:
-    """Mean and its standard error (0 for a single value)."""
-    values = np.asarray(values)
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 def spread(seconds: list[float]) -> str:

@@ -17,9 +17,41 @@ from rich.table import Table
 
 from rtrec.settings import Settings
 
+START_SECONDS = 180  # for the API to answer /healthz (a large catalog's index loads first)
+
+
+def serve_in_background(
+    host: str, port: int, log: Path, workers: int = 2, env: dict | None = None, new_session: bool = False
+) -> subprocess.Popen:
+    """`rtrec serve` on `host`:`port` in a child process (`env`: its environment; `new_session`: a
+    process group of its own), its output appended to `log`; returned once /healthz answers. A
+    RuntimeError naming how it ended, with this run's part of `log`, when it exits or stays silent."""
+    url = f"http://{host}:{port}"
+    rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
+    start = log.stat().st_size if log.exists() else 0
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [rtrec, "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            start_new_session=new_session,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_SECONDS
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.terminate()
+    ended = f"exited with status {proc.returncode}" if proc.poll() is not None else "did not answer in time"
+    tail = log.read_bytes()[start:].decode(errors="replace")[-2000:]
+    raise RuntimeError(f"the API {ended}; its log, {log}, ends:\n{tail}")
+
 
 def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Path]:
-    """`rtrec serve` with 2 workers, its log in a file (it would interleave with the demo's tables)."""
+    """The demo's API (2 workers), its log in a file (it would interleave with the demo's tables)."""
     url = f"http://{settings.api_host}:{port}"
     try:  # a server there already (an earlier demo's, say) would answer in place of this one
         httpx.get(f"{url}/healthz", timeout=1)
@@ -27,26 +59,9 @@ def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Pat
         pass
     else:
         raise RuntimeError(f"{url} already answers: stop that server or pass --port")
-    rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.logs_dir / "api.log"
-    start = log.stat().st_size if log.exists() else 0  # the log is appended to, run after run
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [rtrec, "serve", "--port", str(port), "--workers", "2"], stdout=out, stderr=subprocess.STDOUT
-        )
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url, log
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
-    proc.terminate()
-    ended = f"exited with status {proc.returncode}" if proc.poll() is not None else "did not answer in time"
-    tail = log.read_bytes()[start:].decode(errors="replace")[-2000:]
-    raise RuntimeError(f"the API {ended}; its log, {log}, ends:\n{tail}")
+    log = settings.logs_dir / "api.log"  # appended to, run after run
+    return serve_in_background(settings.api_host, port, log), url, log
 
 
 def show(console: Console, title: str, body: dict, category_of: dict[str, str]) -> None:
