@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flows.paths import DBT_PROJECT_DIR, dbt_env
+from rtrec.api_process import serve_in_background
 from rtrec.generate import ShopConfig, generate
 from rtrec.settings import Settings, get_settings
 
@@ -61,9 +62,7 @@ def prepare(data_dir: Path, cfg: ShopConfig, train_preset: str | None = None, ep
 
 def start_api(env: dict, port: int, log: Path, workers: int = 2) -> subprocess.Popen:
     """`rtrec serve` on loopback `port` with `env`, in its own process group (benches stop it with
-    everything it started), once /healthz answers; its output goes to `log` (cli/demo.py)."""
-    from cli.demo import serve_in_background
-
+    everything it started), once /healthz answers; its output goes to `log`."""
     return serve_in_background("127.0.0.1", port, log, workers, env=env, new_session=True)
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlencode
@@ -15,39 +12,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from rtrec.api_process import serve_in_background
 from rtrec.settings import Settings
-
-START_SECONDS = 180  # for the API to answer /healthz (a large catalog's index loads first)
-
-
-def serve_in_background(
-    host: str, port: int, log: Path, workers: int = 2, env: dict | None = None, new_session: bool = False
-) -> subprocess.Popen:
-    """`rtrec serve` on `host`:`port` in a child process (`env`: its environment; `new_session`: a
-    process group of its own), its output appended to `log`; returned once /healthz answers. A
-    RuntimeError naming how it ended, with this run's part of `log`, when it exits or stays silent."""
-    url = f"http://{host}:{port}"
-    rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
-    start = log.stat().st_size if log.exists() else 0
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [rtrec, "serve", "--port", str(port), "--workers", str(workers)],
-            env=env,
-            start_new_session=new_session,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + START_SECONDS
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.terminate()
-    ended = f"exited with status {proc.returncode}" if proc.poll() is not None else "did not answer in time"
-    tail = log.read_bytes()[start:].decode(errors="replace")[-2000:]
-    raise RuntimeError(f"the API {ended}; its log, {log}, ends:\n{tail}")
 
 
 def start_api(settings: Settings, port: int) -> tuple[subprocess.Popen, str, Path]:
