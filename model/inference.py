@@ -199,7 +199,7 @@ class Recommender:
         (rarely: seen items are few among them) until each history has k rows it may be shown, and
         the SUCCESSOR_CANDIDATES items the version's successor counts boost most."""
         x, e, g = self._inputs(items, events, gaps)
-        queries = self.model.query(self.model.encode(x, e, self.table, newest_only=True)[:, -1], g)  # [B, D]
+        queries = self.model.next_query(x, e, g, self.table)  # [B, D]
         catalog = len(self.table) - 1
         need = np.minimum(k, catalog - np.array([len(b) for b in banned]))
         count = CANDIDATES

@@ -82,17 +82,18 @@ def save_version(
     return registry.create(write)
 
 
-def check_compressed(model: SASRec, data: SequenceData, directory: Path) -> tuple[Path | None, dict]:
+def check_compressed(model: SASRec, data: SequenceData, blends: Blends, directory: Path) -> tuple[Path | None, dict]:
     """Export the model's compressed form into `directory` and check it against the float model on
-    the test split and in model time (model/export.py). A form that cannot be exported is a failed
-    check: the version is registered and served in float32."""
+    the test split, both as served (with `blends`), and in model time (model/export.py). A form that
+    cannot be exported is a failed check: the version is registered and served in float32."""
     path = directory / ONNX_FILE
     try:
         export_onnx(model, path)
         onnx = OnnxScores(path)
         ndcg = {}
         for name, form in (("float", None), ("onnx", onnx)):
-            ndcg[name] = evaluate(recommender_scorer(Recommender(model, data.vocab, name, form), data), data)["ndcg@10"]
+            served = blends.served(recommender_scorer(Recommender(model, data.vocab, name, form), data))
+            ndcg[name] = evaluate(served, data)["ndcg@10"]
         times = model_ms([model.scores, onnx], model)
     except Exception as err:
         log.warning("the compressed form could not be exported or checked (%r): serving float32", err)
@@ -169,7 +170,7 @@ def train_and_register(
     with tempfile.TemporaryDirectory() as scratch:
         compressed = None  # an index's compressed form is checked where the index is written (save_version)
         if data.vocab.n_items < ann.ANN_MIN_ITEMS:
-            compressed, metrics["compressed"] = check_compressed(model, data, Path(scratch))
+            compressed, metrics["compressed"] = check_compressed(model, data, blends, Path(scratch))
         version = save_version(registry, result, data, model_cfg, train_cfg, metrics, blends, compressed)
     promoted = not_worse(
         metrics["validation_ndcg@10"], current_metrics["validation_ndcg@10"] if current_metrics else None

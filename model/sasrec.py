@@ -85,13 +85,16 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, newest_only: bool = False) -> torch.Tensor:
         """[B, N, D] -> [B, N, D]; with `newest_only`, [B, 1, D]: the newest position's state alone
         (its query still attends to every key), all that scoring the next item needs of the last block."""
-        b, n, d = x.shape  # [B, N, D]
-        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        width = x.shape[-1] // self.heads  # [B, N, D]; no other sizes read: each would be an operator in the ONNX graph
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, width)).permute(2, 0, 3, 1, 4)
         if newest_only:
             q, allowed, x = q[:, :, -1:], allowed[:, :, -1:], x[:, -1:]
-        # no dropout on the [B, H, N, N] attention weights: on CPU drawing that mask costs a third of a step
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, N, D/H]
-        x = x + self.drop(self.proj(attn.transpose(1, 2).reshape(b, -1, d)))
+        if torch.onnx.is_in_onnx_export():  # the same product in plain operators: a smaller, faster graph
+            weights = (q * width**-0.5) @ k.transpose(-1, -2)  # [B, H, N, N]
+            attn = weights.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+        else:  # no dropout on the [B, H, N, N] attention weights: on CPU drawing that mask costs a third of a step
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, N, D/H]
+        x = x + self.drop(self.proj(attn.transpose(1, 2).flatten(2)))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -207,8 +210,13 @@ class SASRec(nn.Module):
         """[B, V + 1] scores of every item as the next one after each sequence (column 0 is padding);
         gaps [B]: bucket of the time from the last item to the moment of the request."""
         table = self.item_table() if table is None else table
-        last = self.encode(items, events, table, newest_only=True)[:, -1]  # [B, D]
-        return self.query(last, gaps) @ table.T
+        return self.next_query(items, events, gaps, table) @ table.T
+
+    def next_query(
+        self, items: torch.Tensor, events: torch.Tensor, gaps: torch.Tensor, table: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, D]: the vector each history's next item is scored with (its product with the item's row)."""
+        return self.query(self.encode(items, events, table, newest_only=True)[:, -1], gaps)
 
     def loss(
         self, items: torch.Tensor, events: torch.Tensor, targets: torch.Tensor, gaps: torch.Tensor, negatives: int = 0

@@ -57,3 +57,20 @@ def taste_data(users=120, groups=3, per_group=50, length=40, seed=0):
     return data_from_frame(
         interactions([(u % groups * per_group + rng.permutation(per_group)[:length]).tolist() for u in range(users)])
     )
+
+
+def int8_error_bound(model, items, events, gaps, table):
+    """[B, V]: how far the compressed form's scores (query and table rounded to int8 steps of their
+    own scales, model/export.py) may be from the float model's: half a step of one factor times the
+    other's L1 norm, for each factor, plus the product of the half steps, and float rounding."""
+    import torch
+
+    query = model.next_query(items, events, gaps, table)  # [B, D]
+    query_step = query.abs().amax(1, keepdim=True) / 127  # [B, 1]
+    table_step = table.abs().amax(1) / 127  # [V]
+    return (
+        query_step / 2 * table.abs().sum(1)
+        + table_step / 2 * query.abs().sum(1, keepdim=True)
+        + table.shape[1] * query_step * table_step / 4
+        + 1e-5 * torch.ones(len(table))
+    )

@@ -3,16 +3,18 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from model import ann, config, inference, lifecycle, successors
 from model.config import preset
+from model.data import pad_left
 from model.evaluate import evaluate
 from model.export import MAX_NDCG_LOSS, OnnxScores, compression_check, export_onnx
 from model.inference import Recommender
 from model.lifecycle import train_and_register
 from model.registry import Registry, RegistryError, not_worse
 from model.scorer import recommender_scorer
-from tests.model_fixtures import cyclic_data
+from tests.model_fixtures import cyclic_data, int8_error_bound
 
 
 def fake_version(registry, ndcg):
@@ -90,7 +92,7 @@ def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model
     registry, _, report = trained
     check = report.metrics["compressed"]
     assert check["format"] == "onnx" and check["relative_ndcg_loss"] <= MAX_NDCG_LOSS
-    assert check["test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
+    assert check["float_test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"], abs=1e-6)
     assert check["passed"] == (check["model_ms"] < check["float_model_ms"])  # timed on this (busy) machine
     directory = registry.path(report.version)
     assert (directory / check["file"]).stat().st_size > 0 and (directory / "weights.pt").exists()  # both forms
@@ -100,8 +102,34 @@ def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model
     assert (compressed.form, plain.form) == ("onnx", "float32")
     histories = [[("i10", "view"), ("i11", "click")], [("i3", "view")] * 5, [("i40", "purchase")]]
     got, want = compressed.recommend_batch(histories, k=8), plain.recommend_batch(histories, k=8)
-    assert [[i for i, _ in top] for top in got] == [[i for i, _ in top] for top in want]
-    assert [s for top in got for _, s in top] == pytest.approx([s for top in want for _, s in top], abs=1e-5)
+    assert [len({i for i, _ in a} & {i for i, _ in b}) for a, b in zip(got, want)] >= [6, 6, 6]
+    # every score as the float model's, to the int8 rounding of the query and the item's row
+    items, events = (torch.from_numpy(pad_left(x, 5)) for x in zip(*map(plain.encode_history, histories)))
+    gaps = torch.zeros(3, dtype=torch.long)
+    with torch.inference_mode():
+        error = (
+            compressed.onnx(items, events, gaps, plain.table) - plain.model.scores(items, events, gaps, plain.table)
+        ).abs()
+        assert (error <= int8_error_bound(plain.model, items, events, gaps, plain.table)).all()
+        assert error.max() > 0  # (the int8 form is the one served)
+
+
+def test_the_compressed_form_scores_a_user_the_same_in_any_batch(trained, tmp_path):
+    """Each user's query has its own int8 scale: ONNX Runtime's dynamic quantization, which takes one
+    scale for the whole batch, changed a user's scores (by ~0.4%) with whoever else was in it."""
+    registry, _, report = trained
+    model = Recommender.load(registry.path(report.version), compressed=False).model
+    export_onnx(model, tmp_path / "scores.onnx")
+    onnx, table = OnnxScores(tmp_path / "scores.onnx"), model.item_table().detach()
+    items = torch.tensor([[0, 0, 0, 7, 8], [1, 2, 3, 4, 5], [0, 0, 0, 0, 30], [9, 9, 9, 9, 9]])
+    events, gaps = torch.ones_like(items), torch.tensor([0, 1, 2, 3])
+    with torch.inference_mode():
+        together = onnx(items, events, gaps, table)
+        for user in range(len(items)):
+            alone = onnx(items[user : user + 1], events[user : user + 1], gaps[user : user + 1], table)[0]
+            torch.testing.assert_close(alone, together[user], rtol=0, atol=1e-5)
+        queries = model.next_query(items, events, gaps, table)
+    assert queries.abs().amax(1).max() > 1.1 * queries.abs().amax(1).min()  # a shared scale would differ
 
 
 def test_exporting_leaves_the_model_in_inference_mode(trained, tmp_path):

@@ -83,10 +83,12 @@ def test_a_version_serves_the_counts_it_was_registered_with(tmp_path, monkeypatc
     report = train_and_register(data, registry, *preset("tiny", epochs=1, lr=1e-4), progress=False)
     weight = report.metrics["successors"]["weight"]
     assert weight > 0 and report.metrics["test_ndcg@10"] > report.metrics["model_alone"]["test_ndcg@10"]
+    # the compressed form was checked as served, with the counts (model/lifecycle.py)
+    assert report.metrics["compressed"]["float_test_ndcg@10"] == pytest.approx(report.metrics["test_ndcg@10"])
     served = Recommender.load(registry.path(report.version))
     assert served.successors.weight == weight
     history = [np.array([served.index["i10"], served.index["i11"]])]
-    alone = Recommender(served.model, served.vocab, "alone")
+    alone = Recommender(served.model, served.vocab, "alone", served.onnx)  # the same form, without the counts
     boost = dense(served.successors.boost(history), len(served.table))
     assert served.scores(history, [np.array([1, 1])], np.zeros(1)).numpy() == pytest.approx(
         alone.scores(history, [np.array([1, 1])], np.zeros(1)).numpy() + boost, abs=1e-5
@@ -106,6 +108,7 @@ def test_a_version_serves_the_counts_it_was_registered_with(tmp_path, monkeypatc
     found, _ = indexed.candidates(history, [np.array([1, 1])], np.zeros(1), [list(history[0])], 3)
     assert far not in found[0]  # without the counts, the index's rows
     indexed.successors = served.successors
+    served.onnx = None  # an index's rows are scored by the float model: compared with its float form
     top = indexed.recommend(history_ids, 3, seen)
     assert top[0][0] == "i40"
     assert [i for i, _ in top] == [i for i, _ in served.recommend(history_ids, 3, seen)]
