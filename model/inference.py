@@ -52,6 +52,8 @@ class Recommender:
         else:
             with torch.inference_mode():
                 self.table = self.model.item_table().detach()  # [V + 1, D], computed once per version
+        if self.onnx is not None:
+            self.onnx = self.onnx.for_table(self.table)
         self.new_items = 0  # rows after the vocabulary's: items scored from their content alone
         self.content_stamp = None  # which state of the content file those rows come from (serving's)
 
@@ -75,6 +77,8 @@ class Recommender:
         )
         extended = copy.copy(self)
         extended.table = torch.cat([self.table[:known], rows])
+        if self.onnx is not None:
+            extended.onnx = self.onnx.for_table(extended.table)
         extended.ids = np.concatenate([self.ids[:known], np.asarray(items["item_id"], dtype=object)])
         extended.index = self.vocab.item_index() | {item: known + j for j, item in enumerate(items["item_id"])}
         extended.new_items = len(items)

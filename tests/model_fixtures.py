@@ -59,18 +59,20 @@ def taste_data(users=120, groups=3, per_group=50, length=40, seed=0):
     )
 
 
-def int8_error_bound(model, items, events, gaps, table):
-    """[B, V]: how far the compressed form's scores (query and table rounded to int8 steps of their
-    own scales, model/export.py) may be from the float model's: half a step of one factor times the
-    other's L1 norm, for each factor, plus the product of the half steps, and float rounding."""
+def int8_reference(model, items, events, gaps, table):
+    """The compressed form's scores as its scheme defines them (model/export.py), from the float
+    model's query: ([B, V] scores, [B, 1] one step of a query coordinate times the largest table
+    entry, by which the graph may differ where ONNX Runtime's float encoder rounds a coordinate
+    to the other side of a half step)."""
     import torch
 
-    query = model.next_query(items, events, gaps, table)  # [B, D]
-    query_step = query.abs().amax(1, keepdim=True) / 127  # [B, 1]
-    table_step = table.abs().amax(1) / 127  # [V]
-    return (
-        query_step / 2 * table.abs().sum(1)
-        + table_step / 2 * query.abs().sum(1, keepdim=True)
-        + table.shape[1] * query_step * table_step / 4
-        + 1e-5 * torch.ones(len(table))
-    )
+    from model.export import QUERY_STEPS, TABLE_STEPS
+
+    with torch.inference_mode():
+        query = model.next_query(items, events, gaps, table).numpy().astype(np.float64)  # [B, D]
+    table = table.numpy().astype(np.float64)
+    query_scale = np.maximum(np.abs(query).max(1, keepdims=True) / QUERY_STEPS, 1e-30)
+    table_scale = np.abs(table).max(1) / TABLE_STEPS
+    table_scale[table_scale == 0] = 1.0
+    steps = np.rint(query / query_scale) @ np.rint(table / table_scale[:, None]).T
+    return steps * query_scale * table_scale, query_scale * np.abs(table).max()

@@ -24,7 +24,7 @@ from model.train import train
 from rtrec.content import CONTENT_DIM, encoder, read_content, update_content
 from rtrec.generate import ShopConfig, build_shop, generate
 from serving.model_holder import ModelHolder
-from tests.model_fixtures import cyclic_frame, int8_error_bound
+from tests.model_fixtures import cyclic_frame, int8_reference
 
 SHOP = ShopConfig(users=50, items=60, events=2_000, dirty_rate=0.0, collection_size=6)
 
@@ -180,16 +180,14 @@ def test_serving_scores_new_items_from_the_content_file_and_follows_its_changes(
     # every item is a candidate, the new one included, and a new item in a history is understood
     assert {item for item, _ in served.recommend([("i1", "view")], k=len(served.ids))} >= {"new-1", "i3"}
     assert served.encode_history([("new-1", "click")])[0].tolist() == [served.index["new-1"]]
-    # the compressed form scores the added rows as the float model does, to its int8 rounding
-    onnx = OnnxScores(registry.path(version) / ONNX_FILE)
+    # the compressed form scores the added rows as its int8 scheme does, from the float model's query
     items, events = (torch.from_numpy(x[None]) for x in served.encode_history([("new-1", "click"), ("i1", "view")]))
     gaps = torch.zeros(1, dtype=torch.long)
     with torch.inference_mode():
-        error = (onnx(items, events, gaps, served.table) - served.model.scores(items, events, gaps, served.table)).abs()
-        assert (
-            error.shape[1] == len(served.table)
-            and (error <= int8_error_bound(served.model, items, events, gaps, served.table)).all()
-        )
+        got = OnnxScores(registry.path(version) / ONNX_FILE)(items, events, gaps, served.table).numpy()
+    want, step = int8_reference(served.model, items, events, gaps, served.table)
+    assert got.shape == want.shape == (1, len(served.table))
+    assert (np.abs(got - want) <= step + 1e-5).all()
     # the item's row is what the model makes of its category, price and text alone
     row = served.table[served.index["new-1"]]
     price = served.vocab.item_price_bucket[served.index["i3"]]  # every item costs 1.0
