@@ -216,9 +216,10 @@ class OnnxScores:
 def median_ms(forms: Sequence[Callable[[int], object]], requests: int, turn: int = TURN) -> list[float]:
     """Median time (ms) of one request in each of `forms` (called with the request's number), on
     one torch thread as a serving worker runs. The forms take turns of `turn` requests, so a change
-    in the machine's load falls on all of them, and each runs on the caches it has warmed, as in a
-    serving worker, which runs one form (timed in turns of one request, a form pays for the caches
-    the other one used: about 0.09 ms for the ONNX graph of a MovieLens model)."""
+    in the machine's load falls on all of them, and each runs on the caches it has warmed: a serving
+    worker runs one form (though with its HTTP and feature-store work between model calls). Timed
+    in turns of one request, a form pays for the caches the other one used: about 0.09 ms for the
+    ONNX graph of a MovieLens model."""
     times, threads = [[] for _ in forms], torch.get_num_threads()
     torch.set_num_threads(1)  # (ONNX Runtime runs one thread too)
     try:
@@ -231,7 +232,7 @@ def median_ms(forms: Sequence[Callable[[int], object]], requests: int, turn: int
                         spent.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    warm = max(turn, requests // 10)  # the first turn warms up
+    warm = min(turn, requests // 2)  # the first turn warms up
     return [1000 * statistics.median(spent[warm:]) for spent in times]
 
 
