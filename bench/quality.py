@@ -142,12 +142,12 @@ def main() -> None:
                     f"{label} seed {seed}: test NDCG@10 {served[-1]['ndcg@10']:.4f} as served, "
                     f"{alone[-1]['ndcg@10']:.4f} alone; tried {choice.tried}"
                 )
-            for model, per_seed in (("SASRec alone", alone), ("SASRec as served (defaults)", served)):
+            for model, figures in (("SASRec alone", alone), ("SASRec as served (defaults)", served)):
                 cells = []
                 for key in METRICS:
-                    mean, error = mean_and_error([m[key] for m in per_seed])
+                    mean, error = mean_and_error([m[key] for m in figures])
                     cells.append(f"{mean:.4f} ± {error:.4f}")
-                ndcg = float(np.mean([m["ndcg@10"] for m in per_seed]))
+                ndcg = float(np.mean([m["ndcg@10"] for m in figures]))
                 table.add_row(label, model, *cells, share(ndcg), spread(seconds), per_seed(args.seeds, chosen))
             if oracle:
                 table.add_row(label, "oracle ceiling", *[f"{oracle[k]:.4f}" for k in METRICS], "100%", "-", "")
