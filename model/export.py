@@ -30,10 +30,13 @@ the int8 table is a quarter of the float one's memory traffic. Measured the same
 (`median_ms`'s turns of 20 requests; in turns of one request in brackets, where each form finds
 the caches the other one left):
 
-| model | PyTorch float32 | ONNX float32 (before) | ONNX, int8 product (now) |
+| model | PyTorch float32 | ONNX float32 (before) | ONNX, int8 product (now; table on 127 steps) |
 |---|---|---|---|
-| 10k items, random weights | 0.64-0.78 ms | 0.39-0.45 (1.68-1.72x; 1.55-1.58x) | 0.32-0.40 (1.96-2.06x; 1.58-1.70x) |
-| MovieLens-100k, `cpu` | 0.47-0.57 ms | 0.22-0.27 (2.15-2.21x; 1.79-1.87x) | 0.22-0.32 (2.14-2.36x; 1.79-1.89x) |
+| 10k items, random weights | 0.73-0.78 ms | 0.43-0.45 (1.68-1.72x; 1.55-1.58x) | 0.38-0.40 (1.96-2.06x; 1.67-1.70x) |
+| MovieLens-100k, `cpu` | 0.47-0.57 ms | 0.22-0.27 (2.15-2.21x; 1.79-1.87x) | 0.22-0.24 (2.24-2.36x; 1.82-1.89x) |
+
+With the table on TABLE_STEPS (63), an hour later: 10k items 2.03x twice (1.58-1.60x), MovieLens
+2.14-2.23x (1.79-1.81x). The figures in turns of one request come from `median_ms(..., turn=1)`.
 
 Test NDCG@10 on MovieLens-100k after `rtrec train` with the defaults, both forms as served: 0.1343
 in int8 against 0.1341 in float32 (nothing lost). The item table is an input, not a constant of
@@ -232,7 +235,7 @@ def median_ms(forms: Sequence[Callable[[int], object]], requests: int, turn: int
                         spent.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    warm = min(turn, requests // 2)  # the first turn warms up
+    warm = min(turn, requests // 2)  # the first turn (at most half the requests) warms up
     return [1000 * statistics.median(spent[warm:]) for spent in times]
 
 

@@ -70,9 +70,10 @@ def int8_reference(model, items, events, gaps, table):
 
     with torch.inference_mode():
         query = model.next_query(items, events, gaps, table).numpy().astype(np.float64)  # [B, D]
-    table = table.numpy().astype(np.float64)
-    query_scale = np.maximum(np.abs(query).max(1, keepdims=True) / QUERY_STEPS, 1e-30)
+    table = table.numpy()  # rounded in float32, as serving rounds it
     table_scale = np.abs(table).max(1) / TABLE_STEPS
     table_scale[table_scale == 0] = 1.0
-    steps = np.rint(query / query_scale) @ np.rint(table / table_scale[:, None]).T
-    return steps * query_scale * table_scale, query_scale * np.abs(table).max()
+    table_steps = np.rint(table / table_scale[:, None]).astype(np.float64)
+    query_scale = np.maximum(np.abs(query).max(1, keepdims=True) / QUERY_STEPS, 1e-30)
+    steps = np.rint(query / query_scale) @ table_steps.T
+    return steps * query_scale * table_scale.astype(np.float64), query_scale * np.abs(table).max()

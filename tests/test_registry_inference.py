@@ -107,10 +107,12 @@ def test_the_compressed_form_is_registered_checked_and_scores_as_the_float_model
     items, events = (torch.from_numpy(pad_left(x, 5)) for x in zip(*map(plain.encode_history, histories)))
     gaps = torch.zeros(3, dtype=torch.long)
     with torch.inference_mode():
-        got = compressed.onnx(items, events, gaps, plain.table).numpy()
-        want, step = int8_reference(plain.model, items, events, gaps, plain.table)
-        close = np.abs(got - want) <= 1e-5 * np.abs(want).max()
-        assert close.mean() >= 0.99 and (np.abs(got - want) <= step + 1e-5).all()
+        got = compressed.onnx(items, events, gaps, compressed.table).numpy()  # the int8 table it serves
+        want, step = int8_reference(plain.model, items, events, gaps, compressed.table)
+        exact = (np.abs(got - want) <= 1e-5 * np.abs(want).max()).all(axis=1)
+        # a user's row may be off by one step of one query coordinate, where ONNX Runtime's encoder
+        # and the float model round it to either side of a half step (rare: not twice here)
+        assert exact.sum() >= len(exact) - 1 and (np.abs(got - want) <= step + 1e-5).all()
         float_scores = plain.model.scores(items, events, gaps, plain.table).numpy()
         assert 0 < np.abs(got - float_scores).max() < 0.02 * np.abs(float_scores).max()  # int8, and close
 
