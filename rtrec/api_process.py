@@ -16,15 +16,16 @@ START_SECONDS = 180  # for the API to answer /healthz (a large catalog's index l
 def serve_in_background(
     host: str, port: int, log: Path, workers: int = 2, env: dict | None = None, new_session: bool = False
 ) -> subprocess.Popen:
-    """`rtrec serve` on `host`:`port` in a child process (`env`: its environment; `new_session`: a
-    process group of its own), its output appended to `log`; returned once /healthz answers. A
-    RuntimeError naming how it ended, with this run's part of `log`, when it exits or stays silent."""
+    """`rtrec serve` bound to `host`:`port` (where it is then asked) in a child process (`env`: its
+    environment; `new_session`: a process group of its own), its output appended to `log`; returned
+    once /healthz answers. A RuntimeError naming how it ended, with this run's part of `log`, when it
+    exits or stays silent."""
     url = f"http://{host}:{port}"
     rtrec = os.path.join(os.path.dirname(sys.executable), "rtrec")
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [rtrec, "serve", "--port", str(port), "--workers", str(workers)],
+            [rtrec, "serve", "--host", host, "--port", str(port), "--workers", str(workers)],
             env=env,
             start_new_session=new_session,
             stdout=out,
