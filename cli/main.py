@@ -369,7 +369,7 @@ def serve(
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     uvicorn.run(
-        "serving.app:create_app",
+        "serving.worker:create_app",
         factory=True,
         host=bind,
         port=port or settings.api_port,

@@ -1,6 +1,6 @@
 """The FastAPI app: real-time recommendations and the feedback write path.
 
-`create_app` is the entry point (`serving.app:create_app`, a factory for uvicorn and the CLI). The
+`create_app` is the app factory (for uvicorn through `serving.worker`, and for the CLI). The
 settings live on `app.state`, not in a module global, so apps built with different settings in one
 process stay apart; the lifespan puts there the long-lived objects the routes get through `deps`.
 """
@@ -25,6 +25,7 @@ from serving.catalog import Catalog
 from serving.event_writer import EventWriter
 from serving.feedback_log import open_feedback_log
 from serving.forgetting import finish_pending
+from serving.heap import Heap
 from serving.impressions import ImpressionLog
 from serving.middleware import Observe
 from serving.model_holder import ModelHolder, watch
@@ -56,12 +57,15 @@ async def lifespan(app: FastAPI):
     app.state.ctr_window = SlidingWindow(settings.ctr_window_seconds)
     stop = threading.Event()
     state = app.state
+    state.heap = Heap(lambda: (state.models.recommender, state.models.running, state.catalog.current))
+    state.heap.settle()
     refreshers = (
         state.models.refresh,
         state.catalog.refresh,
         partial(finish_pending, state.user_state, state.locks, state.feedback),
         state.ctr_window.publish,
         partial(metrics.forget_dead_workers, metrics.workers_dir(settings.prometheus_dir)),
+        state.heap.settle,  # after the swaps above
     )
     watcher = threading.Thread(target=watch, args=(stop, settings.serving_tick_seconds, *refreshers), daemon=True)
     watcher.start()

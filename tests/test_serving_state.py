@@ -4,14 +4,17 @@ or damaged model, a catalog that appears after startup, a power loss in the regi
 kept out of logs and metrics."""
 
 import contextlib
+import gc
 import json
 import logging
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -327,6 +330,54 @@ def test_the_catalog_follows_the_mart_and_keeps_the_last_good_one(tmp_path):
     write_marts(tmp_path, popular=ITEMS[::-1])
     assert catalog.refresh() and catalog.error is None
     assert [i for i, _ in catalog.top(3, {"i29"})] == ["i28", "i27", "i26"]
+
+
+# -- the heap a worker keeps out of the collector's full passes ---------------------------------
+
+
+def collected(obj) -> bool:
+    """True when `obj` is in the collector's generations (not frozen out of them)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_the_served_state_stays_out_of_full_collections_and_a_swapped_out_one_is_freed(
+    tmp_path, monkeypatch, good_model
+):
+    data = make_site(tmp_path, monkeypatch)
+    registry = Registry(data / "models")
+    registry.promote(add_version(data, good_model, "v1"))
+    app = create_app(get_settings().model_copy(update={"serving_tick_seconds": 3600}))
+    try:
+        with TestClient(app) as client:
+            state = app.state
+            first = state.models.recommender
+            assert first.version == "v1" and gc.isenabled()
+            assert not collected(first) and not collected(state.catalog.current)
+            assert not state.heap.settle()  # nothing swapped: no second pass
+            first.self_reference = first  # a cycle, which only a collection frees
+            gone = weakref.ref(first)
+            del first
+            registry.promote(add_version(data, good_model, "v2"))
+            state.models.refresh()
+            assert state.heap.settle()
+            assert gone() is None  # not kept frozen for the worker's life
+            assert not collected(state.models.recommender)
+            assert client.get("/v1/recommendations/someone").json()["model_version"] == "v2"
+    finally:
+        gc.unfreeze()
+
+
+def test_a_worker_loads_its_libraries_with_the_collector_off_and_serves_with_it_on(tmp_path, monkeypatch):
+    make_site(tmp_path, monkeypatch)
+    script = (
+        "import gc, serving.worker\n"
+        "assert not gc.isenabled()\n"
+        "from fastapi.testclient import TestClient\n"
+        "with TestClient(serving.worker.create_app()) as client:\n"
+        "    assert client.get('/healthz').status_code == 200 and gc.isenabled()\n"
+        "    assert gc.get_freeze_count() > 100_000\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
 # -- the registry after a power loss -----------------------------------------------------------
