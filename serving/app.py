@@ -58,7 +58,7 @@ async def lifespan(app: FastAPI):
     stop = threading.Event()
     state = app.state
     state.heap = Heap(lambda: (state.models.recommender, state.models.running, state.catalog.current))
-    state.heap.settle()
+    state.heap.settle(wait=False)
     refreshers = (
         state.models.refresh,
         state.catalog.refresh,

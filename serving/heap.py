@@ -2,13 +2,17 @@
 
 A worker holds some 360k objects that live as long as it does: the libraries' modules and
 functions, the model, the catalog. CPython's full collection walks every one of them with all
-threads stopped, 100-270 ms on the development machine, at moments set by allocation counts: under
-paced traffic that pause was the p99 of requests. Once the serving state is built, at startup and
-after each swap of a model or the catalog, `settle` moves the heap to the permanent generation
-(`gc.freeze`), which collections skip. Each settle first thaws and collects, so the reference
-cycles of a state that was swapped out are freed then rather than kept for the worker's life. It
-also turns the collector on, which `serving.worker` keeps off while the libraries load. A settle
-is one full pass (about 150 ms here), paid once per swap instead of whenever allocations add up.
+threads stopped, 100-265 ms on the development machine, at moments set by allocation counts: under
+paced traffic such a pause was the p99 of requests. Once the serving state is built, at startup and
+after each swap of a model, experiment or catalog, `settle` moves the heap to the permanent
+generation (`gc.freeze`), which collections skip. It also turns the collector on, which
+`serving.worker` keeps off while the libraries load.
+
+Each settle first thaws and collects, so the reference cycles of a state that was swapped out are
+freed then. A swap is settled on the watcher's tick after the one that made it, when the requests
+that were still using the old state are done; whatever else is alive at a settle (a connection, a
+request in flight) is frozen with the heap, and its cycles wait for the next settle. A settle is
+one full pass (about 150-200 ms here), paid once per swap instead of whenever allocations add up.
 """
 
 from __future__ import annotations
@@ -17,27 +21,41 @@ import gc
 import weakref
 from collections.abc import Callable
 
+Refs = tuple[weakref.ref | None, ...]  # one per served object, None where none is served
+
 
 class Heap:
-    """`served` returns the objects whose replacement calls for a new settle (None where absent)."""
+    """`served` returns the objects whose replacement calls for a settle (None where absent)."""
 
     def __init__(self, served: Callable[[], tuple[object | None, ...]]) -> None:
         self.served = served
-        self._settled: tuple[Callable[[], object | None], ...] | None = None  # weak: a swapped-out model must go
+        self._settled: Refs | None = None  # weak: a swapped-out model must be free to go
+        self._seen: Refs | None = None  # a change seen on the last tick, settled on this one
 
-    def settle(self) -> bool:
-        """Freeze the heap unless the served objects are those of the last settle; True when it froze."""
+    def settle(self, wait: bool = True) -> bool:
+        """Freeze the heap if the served objects changed and stayed so since the last call (at once
+        with `wait=False`); True when it froze."""
         served = self.served()
-        settled = self._settled
-        if settled is not None and all(ref() is obj for ref, obj in zip(settled, served, strict=True)):
+        if _same(self._settled, served):
+            self._seen = None
+            return False
+        if wait and not _same(self._seen, served):
+            self._seen = _refs(served)
             return False
         gc.unfreeze()
         gc.collect()
         gc.freeze()
         gc.enable()
-        self._settled = tuple(_none if obj is None else weakref.ref(obj) for obj in served)
+        self._settled, self._seen = _refs(served), None
         return True
 
 
-def _none() -> None:
-    return None
+def _refs(served: tuple[object | None, ...]) -> Refs:
+    return tuple(None if obj is None else weakref.ref(obj) for obj in served)
+
+
+def _same(refs: Refs | None, served: tuple[object | None, ...]) -> bool:
+    """True when `refs` name exactly the objects of `served` (a dead reference names none)."""
+    if refs is None:
+        return False
+    return all(obj is None if ref is None else ref() is obj is not None for ref, obj in zip(refs, served, strict=True))

@@ -24,6 +24,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from cli.demo import start_api
+from model.experiments import Experiments
 from model.registry import Registry
 from rtrec import redis_server
 from rtrec.feature_store import open_store
@@ -346,23 +347,36 @@ def test_the_served_state_stays_out_of_full_collections_and_a_swapped_out_one_is
     data = make_site(tmp_path, monkeypatch)
     registry = Registry(data / "models")
     registry.promote(add_version(data, good_model, "v1"))
-    app = create_app(get_settings().model_copy(update={"serving_tick_seconds": 3600}))
+    for version in ("v2", "v3"):
+        add_version(data, good_model, version)
+    app = create_app(get_settings().model_copy(update={"serving_tick_seconds": 0.05}))
     try:
         with TestClient(app) as client:
             state = app.state
-            first = state.models.recommender
-            assert first.version == "v1" and gc.isenabled()
-            assert not collected(first) and not collected(state.catalog.current)
-            assert not state.heap.settle()  # nothing swapped: no second pass
-            first.self_reference = first  # a cycle, which only a collection frees
-            gone = weakref.ref(first)
-            del first
-            registry.promote(add_version(data, good_model, "v2"))
-            state.models.refresh()
-            assert state.heap.settle()
-            assert gone() is None  # not kept frozen for the worker's life
-            assert not collected(state.models.recommender)
+
+            def planted(model):
+                """A weak reference to `model`, given a reference cycle only a collection frees."""
+                model.self_reference = model
+                return weakref.ref(model)
+
+            def settled(gone, version):
+                served = state.models.recommender
+                return gone() is None and served.version == version and not collected(served)
+
+            assert state.models.recommender.version == "v1"
+            assert not collected(state.models.recommender) and not collected(state.catalog.current)
+            gone = planted(state.models.recommender)
+            registry.promote("v2")  # the watcher swaps, then settles on its next tick
+            settle(lambda: settled(gone, "v2"), times=1)
             assert client.get("/v1/recommendations/someone").json()["model_version"] == "v2"
+
+            Experiments(get_settings().experiments_dir, registry).start("v2", "v3", 0.5)
+            settle(lambda: state.models.running is not None and not collected(state.models.running), times=1)
+            gone = planted(state.models.running.models["v3"])
+            Experiments(
+                get_settings().experiments_dir, registry
+            ).stop()  # no winner: v3 is dropped, nothing replaces it
+            settle(lambda: state.models.running is None and gone() is None, times=1)
     finally:
         gc.unfreeze()
 
