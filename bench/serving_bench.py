@@ -1,13 +1,16 @@
 """HTTP throughput and latency of `rtrec serve` on loopback, each beside `/healthz` from the same run.
 
     python bench/serving_bench.py [--items 10000] [--store sqlite|redis|both] [--rate 200] [--seconds 10]
+                                  [--profile DIR]
 
 Machines here differ by about 3x from one day to the next, so the figures that matter are ratios
 against the same server's `/healthz` (the cost of the HTTP stack itself): saturated GET and POST
 throughput over saturated `/healthz`, and GET/POST p99 at a fixed rate over `/healthz` p99 at that
 rate. The load comes from wrk (`bench/wrk.py`), a C load generator on the same two cores. A POST's
 online update that fails (a locked SQLite, a Redis timeout) is counted from the server's own
-`rtrec_online_write_failures_total`, even though the event itself was durable.
+`rtrec_online_write_failures_total`, even though the event itself was durable. With `--profile`,
+py-spy then samples the workers under each saturating load, on the same server: flame graphs in
+DIR and a table of where the workers' time goes (`bench/worker_profile.py`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench import wrk
+from bench import worker_profile, wrk
 from bench.common import prepare, start_api
 from rtrec import redis_server
 from rtrec.generate import ShopConfig
@@ -78,6 +81,32 @@ def report(store: str, results: dict[str, wrk.Result], failures: float, args, cf
     console.print(f"online updates that failed during the POST runs ({store}): {failures:.0f}")
 
 
+def where_time_goes(supervisor: int, url: str, store: str, args, cfg: ShopConfig) -> None:
+    """Flame graphs of the workers under each saturating load, and the share of their samples per part."""
+    args.profile.mkdir(parents=True, exist_ok=True)
+    kinds = ("healthz", "get", "post")
+    counts = {
+        kind: worker_profile.record(
+            supervisor,
+            url,
+            kind,
+            args.seconds,
+            args.connections,
+            cfg.users,
+            cfg.items,
+            args.profile / f"{store}-{kind}",
+        )
+        for kind in kinds
+    }
+    table = Table("part", *(f"{kind} saturated" for kind in kinds), title=f"where the workers' time goes ({store})")
+    parts = [name for name, _ in worker_profile.PARTS] + [worker_profile.HTTP, "other threads"]
+    for part in parts:
+        table.add_row(part, *(f"{counts[k][part] / max(sum(counts[k].values()), 1):.0%}" for k in kinds))
+    table.add_row("samples (busy threads)", *(f"{sum(counts[k].values()):,}" for k in kinds))
+    Console(width=160).print(table)
+    print(f"flame graphs and collapsed stacks: {args.profile}/{store}-<kind>.svg, .txt")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
@@ -89,8 +118,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paced-connections", type=int, default=20)
+    parser.add_argument("--profile", type=Path, help="also write py-spy flame graphs of the workers here")
     args = parser.parse_args()
     wrk.require_wrk()
+    if args.profile:
+        worker_profile.require_py_spy()
     cfg = ShopConfig(users=args.users, items=args.items, events=args.events)
     stores = ("sqlite", "redis") if args.store == "both" else (args.store,)
     for store in stores:
@@ -106,6 +138,8 @@ def main() -> None:
                 before = online_write_failures(url)
                 results = measure(url, args, cfg)
                 report(store, results, online_write_failures(url) - before, args, cfg)
+                if args.profile:
+                    where_time_goes(server.pid, url, store, args, cfg)
             finally:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(30)
