@@ -2,10 +2,10 @@
 
 A worker holds some 360k objects that live as long as it does: the libraries' modules and
 functions, the model, the catalog. CPython's full collection walks every one of them with all
-threads stopped, 100-265 ms on the development machine, at moments set by allocation counts: under
-paced traffic such a pause was the p99 of requests. Once the serving state is built, at startup and
-after each swap of a model, experiment or catalog, `settle` moves the heap to the permanent
-generation (`gc.freeze`), which collections skip. It also turns the collector on, which
+threads stopped, at moments set by allocation counts: 94-177 ms each on the development machine,
+and one of 265 ms under paced POSTs set that run's p99. Once the serving state is built, at
+startup and after each swap of a model, experiment or catalog, `settle` moves the heap to the
+permanent generation (`gc.freeze`), which collections skip. It also turns the collector on, which
 `serving.worker` keeps off while the libraries load.
 
 Each settle first thaws and collects, so the reference cycles of a state that was swapped out are
