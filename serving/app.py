@@ -31,6 +31,7 @@ from serving.middleware import Observe
 from serving.model_holder import ModelHolder, watch
 from serving.online_ctr import SlidingWindow
 from serving.routes import demo, events, history, items, monitoring, recommendations, users
+from serving.state_reader import StateReader
 
 
 @asynccontextmanager
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI):
     app.state.models = ModelHolder(registry, app.state.experiments, content_path=settings.marts_dir / CONTENT_FILE)
     app.state.impressions = ImpressionLog()
     app.state.batcher = Batcher()
+    app.state.reader = StateReader(app.state.user_state, app.state.feedback)
     app.state.ctr_window = SlidingWindow(settings.ctr_window_seconds)
     stop = threading.Event()
     state = app.state

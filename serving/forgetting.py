@@ -6,6 +6,7 @@ read treats the user as forgotten, a new event starts a new history carrying the
 `finish_pending` writes the tombstone once the store is back (each worker tries every tick)."""
 
 import logging
+from collections.abc import Sequence
 from contextlib import ExitStack
 
 from rtrec.online_state import (
@@ -53,11 +54,19 @@ def forget(table: UserStateTable, locks: UserLocks, feedback: FeedbackLog, user_
 
 def read_user(table: UserStateTable, feedback: FeedbackLog, user_id: str) -> UserState:
     """The user's online state, empty when a deletion the store does not hold yet is pending."""
-    state = table.read(user_id)
+    return read_users(table, feedback, [user_id])[0]
+
+
+def read_users(table: UserStateTable, feedback: FeedbackLog, user_ids: Sequence[str]) -> list[UserState]:
+    """`read_user` of each of `user_ids`, in order, with one read of the store."""
+    return [_unless_forgotten(state, feedback) for state in table.read_many(user_ids)]
+
+
+def _unless_forgotten(state: UserState, feedback: FeedbackLog) -> UserState:
     if state.known:
-        pending = feedback.pending_forget(user_id)
+        pending = feedback.pending_forget(state.user_id)
         if pending is not None and (state.forgotten_at is None or state.forgotten_at < pending):
-            return UserState(user_id, stored_at=state.stored_at, forgotten_at=pending)
+            return UserState(state.user_id, stored_at=state.stored_at, forgotten_at=pending)
     return state
 
 

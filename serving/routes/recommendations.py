@@ -8,7 +8,8 @@ experiment's report. Log lines name the request id, never the user.
 The handler runs on the event loop, not in the thread pool: its work is a local read and one
 small model call, all CPU, and each worker has a core, so a hop to a thread and back (and the
 threads taking turns on the GIL) would cost more than it lets overlap. The model calls of the
-requests ready in one turn of the loop are made as one (serving/batcher.py). The body is encoded by
+requests ready in one turn of the loop are made as one (serving/batcher.py), and so are their reads
+of the online state (serving/state_reader.py). The body is encoded by
 orjson from plain values; `Recommendations` still documents it (OpenAPI, the contract tests). The
 long-lived objects come straight from `app.state`, not as ten dependencies: FastAPI solving them
 took a sixth of a worker at saturation.
@@ -27,7 +28,6 @@ from rtrec.online_state import UserState
 from serving import metrics
 from serving.batcher import Batcher
 from serving.catalog import CatalogSnapshot
-from serving.forgetting import read_user
 from serving.schemas import Recommendations, UserIdPath
 
 log = logging.getLogger("rtrec.serving")
@@ -85,7 +85,7 @@ async def recommendations(
         return Response(orjson.dumps(body), media_type="application/json")
 
     try:
-        user = read_user(state.user_state, state.feedback, user_id)
+        user = await state.reader.read(user_id)  # read with the other requests of this turn of the loop
     except Exception as err:  # the store is down: degrade to the popular list, never fail
         metrics.FALLBACKS.inc()
         log.warning("request %s: online store unreadable (%s); popular fallback", rid, err)
