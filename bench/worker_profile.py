@@ -28,7 +28,7 @@ PARTS = (
     ("feedback log (durable append, forget checks)", ("(serving/feedback_log.py", "(rtrec/durable.py")),
     ("online update (locks, read, write)", ("EventWriter._push (",)),
     ("model (scores, blends, top-k)", ("(serving/batcher.py", "(model/")),
-    ("user state read", ("read_user (", "UserStateTable.read")),
+    ("user state read", ("(serving/state_reader.py", "read_user (", "UserStateTable.read")),
     ("route handlers (validation, filtering, responses)", ("(serving/routes/",)),
 )
 HTTP = "HTTP server, middleware, event loop"

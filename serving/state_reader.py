@@ -4,15 +4,17 @@ loop, read from the store in one call.
 Like the model calls (serving/batcher.py): each recommendation handler reaches `StateReader.read`
 and waits; the first schedules a flush for the next turn of the loop, which reads every waiting
 user at once (`read_users`: one `online_read` of the store, then each user's pending deletion).
-A lone request waits one turn of the loop, nothing more. When the read fails, each request gets
-an error of its own (its fallback answer), as when it had read alone.
+A lone request waits one turn of the loop, nothing more. When a batch's read fails, each user is
+read alone, so one user's unreadable row is their own fallback answer; a store that is down
+fails the batch at once (the breaker is open), each request with its own error. Whatever a read
+raises, no request is left waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from rtrec.online_state import UserState, UserStateTable
+from rtrec.online_state import StoreUnavailable, UserState, UserStateTable
 from serving.feedback_log import FeedbackLog
 from serving.forgetting import read_users
 
@@ -34,11 +36,25 @@ class StateReader:
     def _flush(self) -> None:
         waiting, self.waiting = self.waiting, []
         calls = [(user_id, future) for user_id, future in waiting if not future.done()]  # not for a cancelled one
+        try:
+            self._read(calls)
+        finally:  # even a BaseException from the read leaves no request waiting
+            for _, future in calls:
+                if not future.done():
+                    future.set_exception(RuntimeError("online state read interrupted"))
+
+    def _read(self, calls: list[tuple[str, asyncio.Future]]) -> None:
         if not calls:
             return
         try:
             states = read_users(self.table, self.feedback, [user_id for user_id, _ in calls])
+            if len(states) != len(calls):
+                raise RuntimeError(f"{len(states)} states read for {len(calls)} users")
         except Exception as err:
+            if len(calls) > 1 and not isinstance(err, StoreUnavailable):  # one user's failure is not the others'
+                for call in calls:
+                    self._read([call])
+                return
             for _, future in calls:
                 failure = RuntimeError(f"online state read failed: {err}")  # each its own: raised once each
                 failure.__cause__ = err

@@ -12,8 +12,10 @@ WRITER = f"{WORKER};thread (13): event-writer_0;Thread.run (threading.py);_worke
 STACKS = {
     f"{MAIN};RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py)": 30,
     f"{MAIN};Batcher._run (serving/batcher.py);Recommender.recommend_batch (model/inference.py)": 40,
-    f"{MAIN};recommendations (serving/routes/recommendations.py);read_user (serving/forgetting.py);"
-    "UserStateTable.read (rtrec/online_state.py);SqliteOnlineStore.online_read (feast/infra/sqlite.py)": 16,
+    f"{MAIN};StateReader._flush (serving/state_reader.py);read_users (serving/forgetting.py);"
+    "UserStateTable.read_many (rtrec/online_state.py);SqliteOnlineStore.online_read (feast/infra/sqlite.py)": 12,
+    f"{MAIN};StateReader._flush (serving/state_reader.py);read_users (serving/forgetting.py);"
+    "_unless_forgotten (serving/forgetting.py)": 4,
     f"{MAIN};post_events (serving/routes/events.py);Event.to_log (serving/schemas.py)": 5,
     f"{WRITER};EventWriter._write (serving/event_writer.py);FeedbackLog.append (serving/feedback_log.py);"
     "append_durably (rtrec/durable.py)": 24,
