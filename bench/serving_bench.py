@@ -99,7 +99,7 @@ def where_time_goes(supervisor: int, url: str, store: str, args, cfg: ShopConfig
         for kind in kinds
     }
     table = Table("part", *(f"{kind} saturated" for kind in kinds), title=f"where the workers' time goes ({store})")
-    parts = [name for name, _ in worker_profile.PARTS] + [worker_profile.HTTP, "other threads"]
+    parts = [name for name, _ in worker_profile.PARTS] + [worker_profile.HTTP, worker_profile.OTHER]
     for part in parts:
         table.add_row(part, *(f"{counts[k][part] / max(sum(counts[k].values()), 1):.0%}" for k in kinds))
     table.add_row("samples (busy threads)", *(f"{sum(counts[k].values()):,}" for k in kinds))

@@ -32,6 +32,7 @@ PARTS = (
     ("route handlers (validation, filtering, responses)", ("(serving/routes/",)),
 )
 HTTP = "HTTP server, middleware, event loop"
+OTHER = "other threads"
 WAITING = ("Condition.wait (", "Event.wait (", "_worker (concurrent/futures/thread.py", "_recv (multiprocessing/")
 
 
@@ -52,7 +53,7 @@ def part_of(frames: list[str]) -> str | None:
         return None
     if any("MainThread" in frame for frame in frames):
         return HTTP
-    return "other threads"
+    return OTHER
 
 
 def shares(collapsed: Path) -> Counter:
