@@ -101,7 +101,8 @@ class EventWriter:
         if not records:
             return
         # a deletion the online store may not hold yet: the write carries its tombstone
-        pending = {u: self.feedback.pending_forget(u) for u in dict.fromkeys(r["user_id"] for r in records)}
+        users = list(dict.fromkeys(r["user_id"] for r in records))
+        pending = self.feedback.pending_forgets_of(users)
         pushes = [
             Push(
                 r["user_id"],
@@ -109,17 +110,17 @@ class EventWriter:
                 r["event_type"],
                 datetime.fromisoformat(r["ts"]),
                 datetime.fromisoformat(r["received_at"]),
-                pending[r["user_id"]],
+                pending.get(r["user_id"]),
             )
             for r in records
         ]
         try:
             self._try_push(pushes)
         except (LockTimeout, StoreBusy) as err:  # raised before anything was written: each user on their own
-            if len(pending) == 1:
+            if len(users) == 1:
                 self._failed(len(pushes), err)
                 return
-            for user_id in pending:
+            for user_id in users:
                 mine = [p for p in pushes if p.user_id == user_id]
                 try:
                     self._try_push(mine)

@@ -8,6 +8,7 @@ read treats the user as forgotten, a new event starts a new history carrying the
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import datetime
 
 from rtrec.online_state import (
     LockTimeout,
@@ -58,15 +59,16 @@ def read_user(table: UserStateTable, feedback: FeedbackLog, user_id: str) -> Use
 
 
 def read_users(table: UserStateTable, feedback: FeedbackLog, user_ids: Sequence[str]) -> list[UserState]:
-    """`read_user` of each of `user_ids`, in order, with one read of the store."""
-    return [_unless_forgotten(state, feedback) for state in table.read_many(user_ids)]
+    """`read_user` of each of `user_ids`, in order, with one read of the store and one of the
+    pending deletions (of the users the store knows)."""
+    states = table.read_many(user_ids)
+    pending = feedback.pending_forgets_of([state.user_id for state in states if state.known])
+    return [_unless_forgotten(state, pending.get(state.user_id)) for state in states]
 
 
-def _unless_forgotten(state: UserState, feedback: FeedbackLog) -> UserState:
-    if state.known:
-        pending = feedback.pending_forget(state.user_id)
-        if pending is not None and (state.forgotten_at is None or state.forgotten_at < pending):
-            return UserState(state.user_id, stored_at=state.stored_at, forgotten_at=pending)
+def _unless_forgotten(state: UserState, pending: datetime | None) -> UserState:
+    if pending is not None and (state.forgotten_at is None or state.forgotten_at < pending):
+        return UserState(state.user_id, stored_at=state.stored_at, forgotten_at=pending)
     return state
 
 

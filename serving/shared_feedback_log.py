@@ -5,6 +5,7 @@ one atomic step across hosts and reach Redis's fsynced append-only file together
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
@@ -155,10 +156,12 @@ class RedisFeedbackLog:
             require_durable(self.client)
             self.durable = True
 
-    def pending_forget(self, user_id: str) -> datetime | None:
-        """The user's latest deletion while its online part is not done; raises when Redis is down."""
-        value = self.reader.hget(PENDING, user_id)
-        return from_micros(value) if value is not None else None
+    def pending_forgets_of(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """The latest deletion of each of `user_ids` while its online part is not done (users
+        without one are left out), in one round trip; raises when Redis is down."""
+        ids = list(dict.fromkeys(user_ids))
+        values = self.reader.hmget(PENDING, ids) if ids else []
+        return {user: from_micros(value) for user, value in zip(ids, values, strict=True) if value is not None}
 
     def pending_forgets(self) -> list[tuple[str, datetime]]:
         return [(user.decode(), from_micros(us)) for user, us in self.reader.hgetall(PENDING).items()]

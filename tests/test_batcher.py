@@ -79,7 +79,7 @@ def test_a_failed_batch_tries_each_request_alone_so_only_the_failing_one_falls_b
     assert all(isinstance(err, RuntimeError) for err in failed) and failed[0] is not failed[1]  # tracebacks never mix
     model.broken = False
     assert [len(answer) for answer in asyncio.run(turn([REQUESTS[0][0]]))] == [3]
-    assert batcher.waiting == {}
+    assert batcher.turns.waiting == {}
 
 
 def test_a_cancelled_request_is_not_scored(recommender):
@@ -93,3 +93,28 @@ def test_a_cancelled_request_is_not_scored(recommender):
         return await kept
 
     assert len(asyncio.run(turn())) == 3 and model.calls == [1]
+
+
+def test_no_request_is_left_waiting_whatever_the_model_call_returns_or_raises(recommender):
+    """A batch answered short, or a call interrupted by a BaseException, answers every request with
+    an error of its own within the timeout (no request hangs until its client gives up)."""
+    model, batcher = Counted(recommender), Batcher()
+
+    class Interrupted(BaseException):
+        pass
+
+    def short(histories, k, excludes, idle, seen):
+        return recommender.recommend_batch(histories, k, excludes, idle, seen)[1:]
+
+    def interrupted(histories, k, excludes, idle, seen):
+        raise Interrupted
+
+    async def turn():
+        calls = (batcher.recommend(model, h, 3, set(), None, set()) for h in (REQUESTS[0][0], REQUESTS[1][0]))
+        return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+
+    for broken in (short, interrupted):  # asyncio logs the interruption; the requests must still be answered
+        model.recommend_batch = broken
+        first, second = asyncio.run(turn())
+        assert isinstance(first, RuntimeError) and isinstance(second, RuntimeError) and first is not second
+    assert batcher.turns.waiting == {}

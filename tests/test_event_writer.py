@@ -117,10 +117,10 @@ def test_an_update_that_fails_after_the_log_kept_the_events_still_answers_them(o
     user = new_user()
     before = failures()
 
-    def broken(user_id):
+    def broken(user_ids):
         raise RuntimeError("pending deletions unreadable")
 
-    monkeypatch.setattr(writer.feedback, "pending_forget", broken)
+    monkeypatch.setattr(writer.feedback, "pending_forgets_of", broken)
     answers = asyncio.run(writer.write([event(user, "a"), event(user, "b")]))
     asyncio.run(writer.close())
     assert [r["item_id"] for r in answers] == ["a", "b"] and len(logged_ids(writer.feedback)) == 2
@@ -134,9 +134,9 @@ def test_a_pending_deletion_goes_online_with_the_next_events(online, tmp_path):
     user = new_user()
     asyncio.run(writer.write([event(user, "old")]))
     forgetting = writer.feedback.forget_user(user)  # the log's part; the online part left pending
-    assert writer.feedback.pending_forget(user) == forgetting.deleted_at and online.items(user) == ["old"]
+    assert writer.feedback.pending_forgets_of([user]) == {user: forgetting.deleted_at} and online.items(user) == ["old"]
     asyncio.run(writer.write([event(user, "new")]))
     asyncio.run(writer.close())
     assert online.items(user) == ["new"]
     assert online.table.read(user).forgotten_at == forgetting.deleted_at
-    assert writer.feedback.pending_forget(user) is None
+    assert writer.feedback.pending_forgets_of([user]) == {}

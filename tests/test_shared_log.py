@@ -124,7 +124,7 @@ def test_a_deletion_removes_uncollected_events_now_and_collected_ones_at_the_nex
     log.append([event("new-1", user="gone"), event("new-2", user="other")])
     forgetting = log.forget_user("gone")
     assert forgetting.removed == 1  # new-1, not collected yet: gone from Redis at once
-    assert log.pending_forget("gone") == forgetting.deleted_at
+    assert log.pending_forgets_of(["u1", "gone", "gone"]) == {"gone": forgetting.deleted_at}
     after = log.append([event("again", user="gone"), event("old-1", user="gone")])
     assert [e["event_id"] for e in after] == ["again", "old-1"]  # the user's ids were forgotten too
     client = redis.Redis.from_url(durable_redis["url"])
@@ -198,6 +198,6 @@ def test_redis_down_is_a_fast_not_durable_and_a_host_still_starts(durable_redis)
         log.append([event(uuid.uuid4().hex)])
     started = RedisFeedbackLog(durable_redis["url"])  # a host (re)starting while Redis is down
     with pytest.raises(redis.ConnectionError):  # the read path falls back on it (serving/forgetting.py)
-        started.pending_forget("u1")
+        started.pending_forgets_of(["u1"])
     with pytest.raises(NotDurable):
         started.append([event(uuid.uuid4().hex)])

@@ -48,10 +48,13 @@ def read_together(reader, users, cancel=()):
     return asyncio.run(requests())
 
 
-def test_the_reads_of_one_turn_are_one_store_read_and_each_gets_its_own_state(site):
+def test_the_reads_of_one_turn_are_one_store_read_and_each_gets_its_own_state(site, monkeypatch):
     table, feedback, reads = site
+    checks, pending_forgets_of = [], feedback.pending_forgets_of
+    monkeypatch.setattr(feedback, "pending_forgets_of", lambda ids: checks.append(list(ids)) or pending_forgets_of(ids))
     states = read_together(StateReader(table, feedback), USERS)
     assert reads == [USERS]  # one read of the store for the whole turn
+    assert checks == [["a", "b", "forgotten", "a"]]  # and one of the pending deletions, of the users it knows
     assert [s.recent_items for s in states] == [["i1"], ["i2", "i3"], [], [], ["i1"]]
     assert states[2].forgotten_at is not None  # the pending deletion hides what the store still holds
     reads.clear()
