@@ -58,11 +58,19 @@ def read_user(table: UserStateTable, feedback: FeedbackLog, user_id: str) -> Use
     return read_users(table, feedback, [user_id])[0]
 
 
+class DeletionsUnreadable(Exception):
+    """The feedback log's pending deletions could not be read: one read for every user of a batch,
+    so reading each user again alone would fail the same way (and wait out a timeout each)."""
+
+
 def read_users(table: UserStateTable, feedback: FeedbackLog, user_ids: Sequence[str]) -> list[UserState]:
     """`read_user` of each of `user_ids`, in order, with one read of the store and one of the
     pending deletions (of the users the store knows)."""
     states = table.read_many(user_ids)
-    pending = feedback.pending_forgets_of([state.user_id for state in states if state.known])
+    try:
+        pending = feedback.pending_forgets_of([state.user_id for state in states if state.known])
+    except Exception as err:
+        raise DeletionsUnreadable(f"pending deletions unreadable: {err!r}") from err
     return [_unless_forgotten(state, pending.get(state.user_id)) for state in states]
 
 

@@ -104,3 +104,15 @@ def test_one_users_failed_read_is_their_own_and_a_store_that_is_down_fails_each_
     assert reads == [["a", "b"]]  # the breaker is open: no user is tried again alone
     assert all(isinstance(e, RuntimeError) and "the online store is down" in str(e) for e in (first, second))
     assert first is not second  # each request's own error: its fallback, logged once
+
+    monkeypatch.setattr(table, "read_many", read_many)
+    checks = []
+
+    def log_down(user_ids):
+        checks.append(list(user_ids))
+        raise OSError("the feedback log is unreachable")
+
+    monkeypatch.setattr(feedback, "pending_forgets_of", log_down)
+    first, second = read_together(StateReader(table, feedback), ["a", "b"])
+    assert checks == [["a", "b"]]  # one read for the batch fails for every user: none is tried again alone
+    assert all(isinstance(e, RuntimeError) and "feedback log is unreachable" in str(e) for e in (first, second))
