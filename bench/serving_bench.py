@@ -10,7 +10,9 @@ rate. The load comes from wrk (`bench/wrk.py`), a C load generator on the same t
 online update that fails (a locked SQLite, a Redis timeout) is counted from the server's own
 `rtrec_online_write_failures_total`, even though the event itself was durable. With `--profile`,
 py-spy then samples the workers under each saturating load, on the same server: flame graphs in
-DIR and a table of where the workers' time goes (`bench/worker_profile.py`).
+DIR and a table of where the workers' time goes (`bench/worker_profile.py`; uvicorn's workers: under
+granian the HTTP work runs in native threads py-spy does not name). `RTREC_API_SERVER=granian`
+measures granian instead of uvicorn.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.common import prepare, start_api
 from rtrec import redis_server
 from rtrec.generate import ShopConfig
 from rtrec.redis_server import free_port
+from rtrec.settings import Settings
 
 
 def online_write_failures(url: str) -> float:
@@ -56,7 +59,8 @@ def measure(url: str, args, cfg: ShopConfig) -> dict[str, wrk.Result]:
 
 def report(store: str, results: dict[str, wrk.Result], failures: float, args, cfg: ShopConfig) -> None:
     title = (
-        f"rtrec serve, {args.workers} workers, {cfg.items:,}-item catalog, {store} online store, loopback, "
+        f"rtrec serve ({Settings().api_server}), {args.workers} workers, {cfg.items:,}-item catalog, {store} online "
+        "store, loopback, "
         f"wrk {args.connections} connections saturated / {args.paced_connections} paced"
     )
     columns = ("run", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "socket errors", "vs /healthz")

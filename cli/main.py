@@ -343,12 +343,11 @@ def serve(
         bool, typer.Option("--insecure", help="Serve off loopback without RTREC_API_TOKEN (writes open to all).")
     ] = False,
 ) -> None:
-    """Run the HTTP API (uvicorn). Off loopback, the write endpoints need RTREC_API_TOKEN set."""
+    """Run the HTTP API (uvicorn, or granian with RTREC_API_SERVER=granian). Off loopback, the write
+    endpoints need RTREC_API_TOKEN set."""
     import ipaddress
     import os
     import shutil
-
-    import uvicorn
 
     settings = get_settings()
     bind = host or settings.api_host
@@ -368,6 +367,11 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if settings.api_server == "granian":
+        _serve_granian(bind.strip("[]"), port or settings.api_port, workers)
+        return
+    import uvicorn
+
     uvicorn.run(
         "serving.worker:create_app",
         factory=True,
@@ -381,6 +385,28 @@ def serve(
         # a new model on a loaded host can miss that while healthy
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
+
+
+def _serve_granian(address: str, port: int, workers: int) -> None:
+    from granian import Granian
+    from granian.constants import Interfaces, Loops
+    from granian.log import LOGGING_CONFIG
+
+    Granian(
+        "serving.worker:create_app",
+        factory=True,
+        interface=Interfaces.ASGI,
+        address=address,
+        port=port,
+        workers=workers,
+        loop=Loops.uvloop,
+        log_access=False,  # paths hold user ids
+        # its own lines to stderr, beside the workers' (granian's default is stdout)
+        log_dictconfig={
+            "handlers": {name: {**h, "stream": "ext://sys.stderr"} for name, h in LOGGING_CONFIG["handlers"].items()}
+        },
+        respawn_failed_workers=True,  # a worker that dies is replaced, as uvicorn's supervisor does
+    ).serve()
 
 
 @app.command()

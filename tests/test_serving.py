@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,6 +252,30 @@ def test_online_store_outage_degrades_to_the_popular_list(shop, prefect_harness,
     finally:
         srv.kill()
         get_settings.cache_clear()
+
+
+def test_granian_serves_the_same_api_and_replaces_a_dead_worker(shop):
+    """RTREC_API_SERVER=granian: the same app behind granian's HTTP server (model lists, feedback
+    changing the next one, 4xx for bad requests, metrics), and a worker that dies is replaced while
+    the other one serves."""
+    srv = Server(shop, workers=2, RTREC_API_SERVER="granian")
+    try:
+        assert "Starting granian" in srv.stderr()
+        test_known_user_gets_model_recommendations(shop, srv)
+        test_feedback_changes_the_very_next_recommendation(shop, srv)
+        test_bad_requests_are_4xx_not_5xx(srv)
+        test_metrics_and_health(srv)
+        workers = dict(re.findall(r"Spawning (worker-\d+) with PID: (\d+)", srv.stderr()))
+        assert len(workers) == 2
+        os.kill(int(workers["worker-1"]), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while re.findall(r"Spawning worker-1 with PID: (\d+)", srv.stderr())[-1] == workers["worker-1"]:
+            assert httpx.get(f"{srv.url}/v1/recommendations/u1").status_code == 200  # the other worker serves
+            assert time.monotonic() < deadline, srv.stderr()[-2000:]
+            time.sleep(0.2)
+        test_known_user_gets_model_recommendations(shop, srv)
+    finally:
+        srv.kill()
 
 
 def test_schemathesis_finds_no_server_errors(server):

@@ -15,6 +15,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -427,15 +428,20 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
 # -- rtrec serve refuses an open write path --------------------------------------------------------
 
 
-@pytest.fixture
-def served(data_dir, monkeypatch):
-    """`rtrec serve` with uvicorn.run replaced: the host it would have bound, or None."""
+@pytest.fixture(params=["uvicorn", "granian"])
+def served(data_dir, monkeypatch, request):
+    """`rtrec serve` on each server, with the server's start replaced: the host it would have bound, or None."""
+    import granian
     import uvicorn
 
     from cli.main import app
 
     bound = []
+    monkeypatch.setenv("RTREC_API_SERVER", request.param)
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: bound.append(kwargs["host"]))
+    monkeypatch.setattr(
+        granian, "Granian", lambda target, **kwargs: SimpleNamespace(serve=lambda: bound.append(kwargs["address"]))
+    )
     monkeypatch.delenv("RTREC_API_TOKEN", raising=False)
     # `serve --workers 2` points Prometheus at its files through the environment: undone after the test
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
