@@ -59,8 +59,8 @@ def measure(url: str, args, cfg: ShopConfig) -> dict[str, wrk.Result]:
 
 def report(store: str, results: dict[str, wrk.Result], failures: float, args, cfg: ShopConfig) -> None:
     title = (
-        f"rtrec serve ({Settings().api_server}), {args.workers} workers, {cfg.items:,}-item catalog, {store} online "
-        "store, loopback, "
+        f"rtrec serve ({Settings().api_server}), {args.workers} workers, {cfg.items:,}-item catalog, "
+        f"{store} online store, loopback, "
         f"wrk {args.connections} connections saturated / {args.paced_connections} paced"
     )
     columns = ("run", "requests/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "socket errors", "vs /healthz")

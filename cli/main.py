@@ -387,11 +387,18 @@ def serve(
     )
 
 
-def _serve_granian(address: str, port: int, workers: int) -> None:
+def _serve_granian(host: str, port: int, workers: int) -> None:
+    import socket
+
     from granian import Granian
     from granian.constants import Interfaces, Loops
     from granian.log import LOGGING_CONFIG
 
+    try:  # granian binds an IP address, not a name: the name's first IPv4 address (else its first)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise _fail(ValueError(f"--host {host!r} does not resolve: {err}")) from err
+    address = next((info[4][0] for info in found if info[0] == socket.AF_INET), found[0][4][0])
     Granian(
         "serving.worker:create_app",
         factory=True,
@@ -406,6 +413,7 @@ def _serve_granian(address: str, port: int, workers: int) -> None:
             "handlers": {name: {**h, "stream": "ext://sys.stderr"} for name, h in LOGGING_CONFIG["handlers"].items()}
         },
         respawn_failed_workers=True,  # a worker that dies is replaced, as uvicorn's supervisor does
+        workers_kill_timeout=WORKER_HEALTHCHECK_SECONDS,  # a worker hung at shutdown does not hold the server
     ).serve()
 
 

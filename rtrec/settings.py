@@ -23,9 +23,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, description="Port `rtrec serve` binds.")
     api_server: Literal["uvicorn", "granian"] = Field(
         "uvicorn",
-        description="The HTTP server `rtrec serve` runs: uvicorn, or granian (HTTP in Rust threads beside each "
-        "worker's event loop: saturated GET about 20% faster, POST and /healthz even; no health ping, so a worker "
-        "hung for good is not replaced).",
+        description="The HTTP server `rtrec serve` runs: uvicorn, or granian (the README's Settings weighs them).",
     )
     api_token: SecretStr | None = Field(None, description="Bearer token required by write endpoints when set.")
     feedback_log: Literal["local", "redis"] = Field(

@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -27,6 +28,7 @@ from rtrec.online_state import read_online
 from rtrec.settings import get_settings
 from tests.conftest import start_redis
 from tests.http_server import AUTH, TOKEN, Server
+from tests.sites import settle
 
 
 @pytest.fixture(scope="module")
@@ -254,6 +256,14 @@ def test_online_store_outage_degrades_to_the_popular_list(shop, prefect_harness,
         get_settings.cache_clear()
 
 
+def gone(pid):
+    """The process has exited (a zombie until its parent reaps it): its sockets are closed."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def test_granian_serves_the_same_api_and_replaces_a_dead_worker(shop):
     """RTREC_API_SERVER=granian: the same app behind granian's HTTP server (model lists, feedback
     changing the next one, 4xx for bad requests, metrics), and a worker that dies is replaced while
@@ -268,6 +278,9 @@ def test_granian_serves_the_same_api_and_replaces_a_dead_worker(shop):
         workers = dict(re.findall(r"Spawning (worker-\d+) with PID: (\d+)", srv.stderr()))
         assert len(workers) == 2
         os.kill(int(workers["worker-1"]), signal.SIGKILL)
+        # each granian worker listens on a socket of its own: the connections queued on the dead one's
+        # are reset (README, Settings); once it is gone, the other worker takes every new one
+        settle(lambda: gone(int(workers["worker-1"])), 10, times=1)
         deadline = time.monotonic() + 30
         while re.findall(r"Spawning worker-1 with PID: (\d+)", srv.stderr())[-1] == workers["worker-1"]:
             assert httpx.get(f"{srv.url}/v1/recommendations/u1").status_code == 200  # the other worker serves
