@@ -38,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -71,6 +72,10 @@ class StoreUnavailable(RuntimeError):
 
 class LockTimeout(TimeoutError):
     """The user's lock was not acquired within the wait."""
+
+
+class LockExpired(RuntimeError):
+    """A Redis user lock expired before its holder released it."""
 
 
 @dataclass
@@ -253,9 +258,26 @@ class CircuitBreaker:
                 self.on_change(state)
 
 
+# deletes each of KEYS still holding its token (ARGV, in order): the locks this holder took and still
+# owns; returns how many it deleted (a lock that expired meanwhile may be another holder's now)
+RELEASE_LOCKS = """
+local released = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[i] then
+    redis.call('del', key)
+    released = released + 1
+  end
+end
+return released
+"""
+
+
 class UserLocks:
     """Per-user mutual exclusion across processes (file stripes) or hosts (Redis), each waited on
-    for at most `wait` seconds (default: the Redis socket timeout)."""
+    for at most `wait` seconds (default: the Redis socket timeout).
+
+    A Redis lock is a key set to a token of its holder's (`SET NX PX`), deleted by that holder
+    only. The locks of a batch are tried in one round trip and released in one."""
 
     def __init__(
         self,
@@ -273,6 +295,7 @@ class UserLocks:
             self.redis = redis.Redis.from_url(
                 redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=None
             )
+            self._release_locks = self.redis.register_script(RELEASE_LOCKS)
         else:
             lock_dir.mkdir(parents=True, exist_ok=True)
 
@@ -284,11 +307,17 @@ class UserLocks:
         """The locks of all of `user_ids`, held: handles for `release_all`. They are taken in one
         order (so two callers wanting some of the same locks never wait on each other), each lock
         once (users of one file stripe share it), all within one `wait` (a Redis lock taken first
-        must not expire before the last); on a `LockTimeout` none stays held."""
+        must not expire before the last); on a `LockTimeout` none stays held. Redis locks are
+        first tried all at once: when one is busy, those taken are given back and each is waited
+        for in order."""
         deadline, handles = time.monotonic() + self.wait, []
+        locks = sorted({self._lock_of(user_id) for user_id in user_ids})
         try:
-            for lock in sorted({self._lock_of(user_id) for user_id in user_ids}):
-                handles.append(self._acquire(lock, deadline))
+            if self.redis is not None and len(locks) > 1:
+                handles = self._take_free(locks)
+            if not handles:
+                for lock in locks:
+                    handles.append(self._acquire(lock, deadline))
         except BaseException:
             with contextlib.suppress(Exception):  # the error to raise is the one that stopped us
                 self.release_all(handles)
@@ -301,14 +330,28 @@ class UserLocks:
             return f"rtrec:user-lock:{user_id}"
         return zlib.crc32(user_id.encode()) % LOCK_STRIPES
 
+    def _take_free(self, keys: list[str]) -> list[tuple[str, str]]:
+        """Every one of the Redis locks `keys` in one round trip, or none held when one was busy."""
+        tokens = [uuid.uuid4().hex for _ in keys]
+        pipe = self.redis.pipeline(transaction=False)
+        for key, token in zip(keys, tokens):
+            pipe.set(key, token, nx=True, px=int(LOCK_EXPIRY_SECONDS * 1000))
+        taken = pipe.execute()
+        held = [(key, token) for key, token, ok in zip(keys, tokens, taken) if ok]
+        if len(held) == len(keys):
+            return held
+        self.release_all(held)
+        return []
+
     def _acquire(self, lock: str | int, deadline: float) -> Any:
         busy = f"a user lock stayed busy for {self.wait:.2f} s"
         if self.redis is not None:
-            wait = max(deadline - time.monotonic(), 0.001)
-            held = self.redis.lock(lock, timeout=LOCK_EXPIRY_SECONDS, sleep=0.005, blocking_timeout=wait)
-            if not held.acquire():
-                raise LockTimeout(busy)
-            return held
+            token = uuid.uuid4().hex
+            while not self.redis.set(lock, token, nx=True, px=int(LOCK_EXPIRY_SECONDS * 1000)):
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(busy)
+                time.sleep(0.005)
+            return lock, token
         fd = os.open(self.lock_dir / f"user-{lock:03d}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         pause = 0.001
         try:
@@ -327,20 +370,27 @@ class UserLocks:
             raise
 
     def release(self, handle: Any) -> None:
-        if self.redis is not None:
-            handle.release()
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-        finally:
-            os.close(handle)
+        self.release_all([handle])
 
     def release_all(self, handles: Iterable[Any]) -> None:
-        """Release every one of `handles`; a failure is raised once all were tried."""
+        """Release every one of `handles` (the Redis ones in one call); a failure is raised once
+        all were tried. A Redis lock that expired before its release is an error: another holder
+        may have taken it, and the work under it was not exclusive to the end."""
+        handles = list(handles)
+        if self.redis is not None:
+            if handles:
+                keys, tokens = zip(*handles)
+                released = self._release_locks(keys=list(keys), args=list(tokens))
+                if released != len(handles):
+                    raise LockExpired(f"{len(handles) - released} of {len(handles)} user locks expired before release")
+            return
         failure = None
         for handle in handles:
             try:
-                self.release(handle)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+                finally:
+                    os.close(handle)
             except Exception as err:
                 failure = err
         if failure is not None:

@@ -18,11 +18,12 @@ from feast import ValueType
 from feast.data_source import PushMode
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
-from rtrec import redis_server
+from rtrec import online_state, redis_server
 from rtrec.feature_store import definitions, open_store
 from rtrec.online_state import (
     LOCK_STRIPES,
     CircuitBreaker,
+    LockExpired,
     LockTimeout,
     Push,
     StoreUnavailable,
@@ -34,6 +35,7 @@ from rtrec.online_state import (
     push_events,
     read_online,
     remove_user_keys,
+    users_locked,
 )
 from rtrec.settings import get_settings
 from rtrec.sqlite_online_store import StoreBusy
@@ -189,6 +191,40 @@ def test_a_busy_lock_of_one_user_fails_the_batch_and_holds_no_other_lock(online)
         with elsewhere.hold(other):  # not left held by the failed batch
             pass
     assert online.items(other) == [] and online.items(user) == []
+
+
+def test_free_redis_locks_are_taken_in_one_round_trip_and_released_in_one(redis_url, tmp_path, monkeypatch):
+    online = online_on(monkeypatch, tmp_path / "data", "redis", redis_url)
+    locks, users = online.locks, [new_user() for _ in range(6)]
+    one_by_one, calls = [], redis.Redis.from_url(redis_url)
+
+    def evalsha_calls():
+        return calls.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+    set_one = locks.redis.set
+    monkeypatch.setattr(locks.redis, "set", lambda *a, **kw: one_by_one.append(a[0]) or set_one(*a, **kw))
+    keys, released = [f"rtrec:user-lock:{u}" for u in users], evalsha_calls()
+    with users_locked(online.table, locks, users):
+        assert calls.exists(*keys) == len(users)
+    assert one_by_one == [] and evalsha_calls() == released + 1  # one pipeline of SETs, one release
+    assert calls.exists(*keys) == 0
+
+
+def test_a_redis_lock_that_expired_is_not_released_from_its_new_holder(redis_url, tmp_path, monkeypatch):
+    """The holder whose lock expired (a worker stopped past LOCK_EXPIRY_SECONDS) is told so on
+    release, and leaves the lock another holder took since then held."""
+    online = online_on(monkeypatch, tmp_path / "data", "redis", redis_url)
+    monkeypatch.setattr(online_state, "LOCK_EXPIRY_SECONDS", 0.2)
+    user, late, other = new_user(), online.new_locks(), online.new_locks()
+    handles = late.acquire_all([user, new_user()])
+    time.sleep(0.3)  # both expired
+    taken = other.acquire(user)
+    with pytest.raises(LockExpired, match="2 of 2"):
+        late.release_all(handles)
+    with pytest.raises(LockTimeout):  # still the other holder's
+        online.new_locks(wait=0.05).acquire(user)
+    other.release(taken)
+    online.new_locks(wait=0.05).release(online.new_locks(wait=0.05).acquire(user))
 
 
 def test_the_rows_written_and_read_are_feasts_own_conversion():
