@@ -259,7 +259,8 @@ class CircuitBreaker:
 
 
 # deletes each of KEYS still holding its token (ARGV, in order): the locks this holder took and still
-# owns; returns how many it deleted (a lock that expired meanwhile may be another holder's now)
+# owns; returns how many it deleted (a lock that expired meanwhile may be another holder's now). Its
+# keys span hash slots: one Redis node, as the lock client is (no cluster, no sharding proxy)
 RELEASE_LOCKS = """
 local released = 0
 for i, key in ipairs(KEYS) do
@@ -336,7 +337,12 @@ class UserLocks:
         pipe = self.redis.pipeline(transaction=False)
         for key, token in zip(keys, tokens):
             pipe.set(key, token, nx=True, px=int(LOCK_EXPIRY_SECONDS * 1000))
-        taken = pipe.execute()
+        try:
+            taken = pipe.execute()
+        except BaseException:  # Redis may have applied some SETs: give back whatever holds our tokens
+            with contextlib.suppress(Exception):
+                self._release_locks(keys=keys, args=tokens)
+            raise
         held = [(key, token) for key, token, ok in zip(keys, tokens, taken) if ok]
         if len(held) == len(keys):
             return held
