@@ -271,6 +271,7 @@ def test_granian_serves_the_same_api_and_replaces_a_dead_worker(shop):
     srv = Server(shop, workers=2, RTREC_API_SERVER="granian")
     try:
         assert "Starting granian" in srv.stderr()
+        settle(lambda: srv.stderr().count("Started worker") == 2, 60, times=1)  # both serving, not one
         test_known_user_gets_model_recommendations(shop, srv)
         test_feedback_changes_the_very_next_recommendation(shop, srv)
         test_bad_requests_are_4xx_not_5xx(srv)
@@ -281,11 +282,12 @@ def test_granian_serves_the_same_api_and_replaces_a_dead_worker(shop):
         # each granian worker listens on a socket of its own: the connections queued on the dead one's
         # are reset (README, Settings); once it is gone, the other worker takes every new one
         settle(lambda: gone(int(workers["worker-1"])), 10, times=1)
-        deadline = time.monotonic() + 30
-        while re.findall(r"Spawning worker-1 with PID: (\d+)", srv.stderr())[-1] == workers["worker-1"]:
+        deadline = time.monotonic() + 60
+        while srv.stderr().count("Started worker-1") < 2:  # until its replacement has started
             assert httpx.get(f"{srv.url}/v1/recommendations/u1").status_code == 200  # the other worker serves
             assert time.monotonic() < deadline, srv.stderr()[-2000:]
             time.sleep(0.2)
+        assert re.findall(r"Spawning worker-1 with PID: (\d+)", srv.stderr())[-1] != workers["worker-1"]
         test_known_user_gets_model_recommendations(shop, srv)
     finally:
         srv.kill()
