@@ -2,10 +2,10 @@
 
 Recommendation handlers run on the event loop. When several requests are ready in one turn of the
 loop (a worker under load), each reaches `Batcher.recommend` and waits; at the next turn every
-waiting history of the same model is scored in one `recommend_batch` (serving/turns.py: a lone
-request waits one turn, nothing more; a failed batch is tried request by request, so one request's
-failure, its fallback, is its own; no request is left waiting). One call for 16 users costs about
-half of 16 single calls (the encoder's operators are dispatched once).
+waiting history of the same model is scored in one `recommend_batch` (serving/turns.py holds the
+mechanism; a failed batch is tried request by request, so one request's failure, its fallback, is
+its own). One call for 16 users costs about half of 16 single calls (the encoder's operators are
+dispatched once).
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """Micro-batching of the online state reads: the users of the requests ready in one turn of the
-loop, read from the store in one call.
+loop, read in one call (serving/turns.py holds the mechanism, shared with serving/batcher.py).
 
-Like the model calls (serving/batcher.py, both on serving/turns.py): each recommendation handler
-reaches `StateReader.read` and waits; at the next turn every waiting user is read at once
-(`read_users`: one `online_read` of the store, then each user's pending deletion). When a batch's
-read fails, each user is read alone, so one user's unreadable row is their own fallback answer; a
-store that is down fails the batch at once (the breaker is open), each request with its own error,
-and so does a feedback log whose pending deletions cannot be read (one read for the whole batch).
-Whatever a read raises, no request is left waiting.
+At the next turn every waiting user is read at once (`read_users`: one `online_read` of the store
+and one read of the pending deletions). A failed batch is read user by user, so one user's
+unreadable row is their own fallback answer; a store that is down, or pending deletions that
+cannot be read, fail the batch at once, each request with its own error.
 """
 
 from __future__ import annotations
