@@ -469,6 +469,15 @@ def test_serve_refuses_a_network_address_without_a_token(served, host):
     assert "RTREC_API_TOKEN" in done.output and "--insecure" in done.output
 
 
+def test_serve_names_a_host_that_does_not_resolve(served):
+    done, bound = served("--host", "no-such-host.invalid", "--insecure")
+    if served.server == "uvicorn":  # uvicorn finds out when it binds (replaced here)
+        assert bound == "no-such-host.invalid"
+    else:  # granian binds an address: the name is resolved first, and a clear error names it
+        assert done.exit_code == 2 and bound is None
+        assert "--host 'no-such-host.invalid' does not resolve" in done.output
+
+
 @pytest.mark.parametrize(
     ("options", "token", "host"),
     [
